@@ -1,0 +1,171 @@
+"""Export to ONNX with the TorchScript exporter, embed the card, validate against torch.
+
+Nothing is left at the output path unless it passed: the model is written to a temporary
+file beside it, checked, compared with torch, and only then moved into place.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from frameqc.runtime.card import ModelCard
+from frameqc.runtime.errors import FrameQCError
+
+OPSET = 17
+INPUT, OUTPUT = "image", "probabilities"
+
+
+class ExportError(FrameQCError):
+    """The exported graph failed a check; nothing was left at the output path."""
+
+
+@dataclass
+class Check:
+    """How an exported model compares with its reference on a set of inputs."""
+
+    name: str
+    n: int
+    max_abs_dp: float
+    agreement: float
+
+    def line(self) -> str:
+        return (f"{self.name:<24} n={self.n:<3} max|dp|={self.max_abs_dp:.2e}  "
+                f"top-1 agreement={self.agreement:.1%}")
+
+
+def compare(name: str, ref: np.ndarray, got: np.ndarray) -> Check:
+    return Check(name, len(ref), float(np.max(np.abs(ref - got))),
+                 float(np.mean(ref.argmax(1) == got.argmax(1))))
+
+
+def write_card(path: Path, card: ModelCard) -> None:
+    """Store the card in the model's metadata_props (in place)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in card.to_metadata().items():
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name, model.producer_version = "frameqc", card.frameqc_version
+    onnx.save(model, str(path))
+
+
+def run_onnx(path: Path, batches: list[np.ndarray]) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {INPUT: b})[0] for b in batches])
+
+
+def batched(tensors: list[np.ndarray], size: int = 8) -> list[np.ndarray]:
+    return [np.stack(tensors[i: i + size]).astype(np.float32)
+            for i in range(0, len(tensors), size)]
+
+
+def export_fp32(module, card: ModelCard, out: Path, frames: list[np.ndarray],
+                atol: float = 1e-4, seed: int = 0) -> list[Check]:
+    """Export ``module`` (probabilities out) to ``out``; fail when ONNX and torch disagree.
+
+    Checks: ``onnx.checker``; onnxruntime against torch on random inputs in [0, 1] and on
+    the prepared ``frames``; any max |dp| above ``atol`` raises :class:`ExportError`.
+    """
+    import onnx
+    import torch
+
+    size = card.input_size
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with torch.no_grad():
+            torch.onnx.export(module, torch.zeros(1, 3, size, size), str(tmp), dynamo=False,
+                              opset_version=OPSET, input_names=[INPUT], output_names=[OUTPUT],
+                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                              do_constant_folding=True)
+        write_card(tmp, card)
+        onnx.checker.check_model(str(tmp))
+        rng = np.random.default_rng(seed)
+        sets = {"random inputs": [rng.random((3, size, size), np.float32) for _ in range(4)],
+                "prepared frames": frames}
+        checks = []
+        for name, tensors in sets.items():
+            batches = batched(tensors)
+            with torch.no_grad():
+                ref = np.concatenate([module(torch.from_numpy(b)).numpy() for b in batches])
+            checks.append(compare(f"onnx vs torch, {name}", ref, run_onnx(tmp, batches)))
+        worst = max(c.max_abs_dp for c in checks)
+        if not worst <= atol:
+            raise ExportError(f"ONNX and torch disagree: max|dp| {worst:.2e} > atol {atol:g}; "
+                              "no model written")
+        os.replace(tmp, out)
+        return checks
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def int8_path(out: Path) -> Path:
+    """``model.onnx`` -> ``model.int8.onnx``."""
+    stem = out.name[:-5] if out.name.endswith(".onnx") else out.name
+    return out.with_name(stem + ".int8.onnx")
+
+
+def quantize_int8(fp32: Path, card: ModelCard, calibration: list[np.ndarray],
+                  held_out: list[np.ndarray], min_agreement: float = 0.95) -> tuple[Path, Check]:
+    """Static QDQ int8 (per-channel weights) calibrated on prepared frames.
+
+    onnxruntime's pre-processing (shape inference, graph optimisation) runs first. The
+    result is compared with the fp32 model on ``held_out`` frames; below
+    ``min_agreement`` top-1 agreement it is refused and removed.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(batched(calibration, 1))
+
+        def get_next(self):
+            b = next(self._it, None)
+            return None if b is None else {INPUT: b}
+
+    target = int8_path(fp32)
+    pre = fp32.with_name(f".{fp32.name}.{os.getpid()}.pre.tmp")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8,
+                        op_types_to_quantize=["Conv", "Gemm", "MatMul"])
+        write_card(tmp, card.with_(precision="int8"))
+        batches = batched(held_out)
+        check = compare("int8 vs fp32, held-out", run_onnx(fp32, batches),
+                        run_onnx(tmp, batches))
+        if check.agreement < min_agreement:
+            raise ExportError(f"int8 decisions agree with fp32 on only {check.agreement:.1%} "
+                              f"of held-out frames (< {min_agreement:.0%}); int8 model not "
+                              "written")
+        os.replace(tmp, target)
+        return target, check
+    finally:
+        pre.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+
+
+def provenance() -> dict[str, str]:
+    import onnx
+    import torch
+    from frameqc.runtime import __version__
+
+    return {"frameqc_version": __version__, "torch_version": torch.__version__,
+            "onnx_version": onnx.__version__,
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -1,0 +1,109 @@
+"""The model card: everything the runtime must know, stored inside the ONNX file.
+
+The seed kept class order in the operators' memory (touse1 and touse2 have opposite
+orders). frameqc writes it into the model's ``metadata_props`` at export, one key per
+field under ``frameqc.``, each a JSON value, readable with onnxruntime alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError, UsageError
+
+PREFIX = "frameqc."
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model means and how to feed it.
+
+    ``labels`` are in output index order. An alert label is only given when its
+    probability reaches ``threshold``.
+    """
+
+    labels: tuple[str, ...]
+    alerts: tuple[str, ...] = ()
+    threshold: float = 0.5
+    recipe: dict[str, Any] = field(default_factory=lambda: {"name": "asinh"})
+    input_size: int = 224
+    precision: str = "fp32"
+    weights_sha256: str = ""
+    weights_name: str = ""
+    frameqc_version: str = ""
+    exported_at: str = ""
+    torch_version: str = ""
+    onnx_version: str = ""
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", tuple(self.labels))
+        object.__setattr__(self, "alerts", tuple(self.alerts))
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels) \
+                or not all(self.labels):
+            raise UsageError("labels must be two or more distinct names")
+        unknown = [a for a in self.alerts if a not in self.labels]
+        if unknown:
+            raise UsageError(f"alert label {unknown[0]!r} is not one of the labels "
+                             f"{', '.join(self.labels)}")
+        if not 0.0 < float(self.threshold) <= 1.0:
+            raise UsageError(f"threshold must be in (0, 1], not {self.threshold}")
+
+    @property
+    def model_id(self) -> str:
+        """Short id of the source weights, as printed in outputs."""
+        return self.weights_sha256[:12]
+
+    def with_(self, **changes: Any) -> ModelCard:
+        return replace(self, **changes)
+
+    def to_metadata(self) -> dict[str, str]:
+        return {PREFIX + k: json.dumps(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str]) -> ModelCard:
+        if PREFIX + "labels" not in meta:
+            raise ModelError("not a frameqc model (no model card inside): "
+                             "export it with 'frameqc export'")
+        known = {f.name for f in fields(cls)}
+        try:
+            values = {k[len(PREFIX):]: json.loads(v) for k, v in meta.items()
+                      if k.startswith(PREFIX) and k[len(PREFIX):] in known}
+            return cls(**values)
+        except (ValueError, TypeError, UsageError) as exc:
+            raise ModelError(f"damaged model card: {exc}") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> ModelCard:
+        """A card file (``models/*.toml``): labels, alerts, threshold, recipe, notes."""
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such card file") from None
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{path}: not a readable TOML card ({exc})") from None
+        allowed = {"labels", "alerts", "threshold", "recipe", "input_size", "notes"}
+        extra = set(data) - allowed
+        if extra:
+            raise UsageError(f"{path}: unknown card field(s) {', '.join(sorted(extra))}")
+        if "labels" not in data:
+            raise UsageError(f"{path}: card has no labels")
+        return cls(**data)
+
+    def describe(self) -> str:
+        """The card as aligned ``key: value`` lines, for ``frameqc info``."""
+        rows = asdict(self)
+        rows["labels"] = ", ".join(f"{i}={name}" for i, name in enumerate(self.labels))
+        rows["alerts"] = ", ".join(self.alerts) or "(none: top class)"
+        rows["recipe"] = " ".join(f"{k}={v}" for k, v in self.recipe.items())
+        width = max(map(len, rows))
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows.items() if v != "")

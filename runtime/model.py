@@ -1,0 +1,106 @@
+"""The model: one onnxruntime session and the card read from the same file.
+
+This is the one place that owns session options (threads, optimisation), so every
+entry point, one-shot or resident, runs the network the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .card import ModelCard
+from .errors import ModelError, UsageError
+
+MODEL_ENV = "FRAMEQC_MODEL"
+THREADS_ENV = "FRAMEQC_THREADS"
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def resolve_threads(threads: int | None) -> int:
+    """``--threads``, else ``$FRAMEQC_THREADS``, else the CPUs this process may use."""
+    if threads is None and os.environ.get(THREADS_ENV):
+        try:
+            threads = int(os.environ[THREADS_ENV])
+        except ValueError:
+            raise UsageError(f"${THREADS_ENV} must be a whole number") from None
+    if threads is not None and threads < 1:
+        raise UsageError("threads must be at least 1")
+    return threads or available_cpus()
+
+
+def resolve_model_path(model: str | os.PathLike | None) -> Path:
+    """``--model``, else ``$FRAMEQC_MODEL``; an error naming both when neither is set."""
+    chosen = model or os.environ.get(MODEL_ENV)
+    if not chosen:
+        raise UsageError(f"no model: pass --model MODEL.onnx or set ${MODEL_ENV}")
+    return Path(chosen)
+
+
+class Model:
+    """An exported frameqc model, ready to run on the CPU.
+
+    Parameters
+    ----------
+    path : path
+        A ``.onnx`` file written by ``frameqc export`` (or ``frameqc demo``).
+    threads : int, optional
+        onnxruntime intra-op threads; default :func:`resolve_threads`.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: no such model file")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = resolve_threads(threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:200]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            self.card = ModelCard.from_metadata(meta)
+        except ModelError as exc:
+            raise ModelError(f"{self.path}: {exc}") from None
+        self.threads = opts.intra_op_num_threads
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities, ``(n, n_labels)`` float32, for a ``(n, 3, S, S)`` batch."""
+        return self.session.run([self.output_name],
+                                {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,92 @@
+"""Output formats: the seed's text line, JSON lines and CSV; and the operators' log."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from .pipeline import Result
+
+FORMATS = ("text", "json", "csv")
+
+
+def text_line(r: Result) -> str:
+    """The seed's line: ``<index> <probability:.3f> <label> <path>``."""
+    d = r.decision
+    return f"{d.index} {d.probability:.3f} {d.label} {r.path}"
+
+
+def record(r: Result, model_id: str) -> dict:
+    """A result as a JSON-able dict; a failed frame is ``{"path", "error"}``."""
+    if r.decision is None:
+        return {"path": r.path, "error": r.error}
+    d = r.decision
+    return {"path": r.path, "label": d.label, "index": d.index,
+            "probability": round(d.probability, 6),
+            "probabilities": {k: round(v, 6) for k, v in d.probabilities.items()},
+            "model": model_id, "seconds": round(r.seconds, 4)}
+
+
+class Writer:
+    """Writes results to a stream in one of FORMATS; failures go to stderr as one line."""
+
+    def __init__(self, fmt: str, out: TextIO, err: TextIO, labels: Sequence[str],
+                 model_id: str) -> None:
+        self.fmt, self.out, self.err, self.model_id = fmt, out, err, model_id
+        self.labels = list(labels)
+        self._csv = None
+        if fmt == "csv":
+            self._csv = csv.writer(out, lineterminator="\n")
+            self._csv.writerow(["path", "label", "index", "probability",
+                                *(f"p_{name}" for name in self.labels),
+                                "model", "seconds", "error"])
+
+    def write(self, r: Result) -> None:
+        if r.error is not None:
+            self.err.write(f"frameqc: {r.path}: {r.error}\n")
+            self.err.flush()
+        rec = record(r, self.model_id)
+        if self.fmt == "text":
+            if r.decision is not None:
+                self.out.write(text_line(r) + "\n")
+        elif self.fmt == "json":
+            self.out.write(json.dumps(rec) + "\n")
+        elif r.decision is None:
+            self._csv.writerow([r.path, "", "", "", *[""] * len(self.labels), "", "", r.error])
+        else:
+            probs = rec["probabilities"]
+            self._csv.writerow([r.path, rec["label"], rec["index"], rec["probability"],
+                                *(probs[n] for n in self.labels), rec["model"],
+                                rec["seconds"], ""])
+        self.out.flush()
+
+
+def append_log(path: str | os.PathLike, r: Result, model_id: str) -> None:
+    """Append one JSON line per frame; a lock and one write keep concurrent writers whole."""
+    rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
+           **record(r, model_id), "timings": {k: round(v, 4) for k, v in r.timings.items()}}
+    line = (json.dumps(rec) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+
+def write_preview(directory: str | os.PathLike, r: Result) -> str:
+    """Save what the network saw as ``DIR/<name>.png``, for a person checking a decision."""
+    from PIL import Image
+
+    os.makedirs(directory, exist_ok=True)
+    stem = os.path.basename(r.path.rstrip("/")) or "stdin"
+    target = os.path.join(directory, stem + ".png")
+    Image.fromarray(r.prepared.preview()).save(target)
+    return target

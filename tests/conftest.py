@@ -1,0 +1,122 @@
+"""Session fixtures: one real vgg16 state_dict, exported once to fp32 and int8 ONNX."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from frameqc.runtime.synthetic import make_frame, write_fits
+
+LABELS = ("Shutter", "OK")
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """Run ``frameqc ARGV`` in this process; returns (exit code, stdout, stderr)."""
+    from frameqc.runtime.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def _spread_head(net, tensors: list[np.ndarray]) -> None:
+    """Scale the last layer so the probabilities spread over (0, 1) on real frames.
+
+    Random-init vgg16 gives nearly equal logits everywhere, which would make parity
+    trivially met; this makes differences between frames show in the probabilities.
+    """
+    import torch
+
+    head = net.classifier[6]
+    with torch.no_grad():
+        x = torch.from_numpy(np.stack(tensors))
+        hidden = head[2](head[1](head[0](net.classifier[:6](torch.flatten(
+            net.avgpool(net.features(x)), 1)))))
+        d = (hidden @ (head[3].weight[0] - head[3].weight[1]) + head[3].bias[0]
+             - head[3].bias[1])
+        k = 2.5 / float(d.std())
+        head[3].weight *= k
+        head[3].bias *= k
+        shift = float(d.mean()) * k / 2
+        head[3].bias[0] -= shift
+        head[3].bias[1] += shift
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> Path:
+    """A real vgg16 + head state_dict (random init, spread head), saved with torch.save."""
+    torch = pytest.importorskip("torch")
+    from frameqc.export.frames import synthetic_tensors
+    from frameqc.export.network import build_vgg16
+    from frameqc.runtime.recipes import AsinhRecipe
+
+    torch.manual_seed(1234)
+    net = build_vgg16(len(LABELS))
+    _spread_head(net, synthetic_tensors(AsinhRecipe(), 12, seed=100))
+    path = tmp_path_factory.mktemp("weights") / "vgg16-random.pt"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def exported(weights, tmp_path_factory) -> dict:
+    """``frameqc export --int8`` of ``weights``: paths and the printed report."""
+    out = tmp_path_factory.mktemp("model") / "model.onnx"
+    code, stdout, stderr = run_cli("export", str(weights), "--labels", ",".join(LABELS),
+                                   "--alert", "Shutter", "-o", str(out), "--int8")
+    assert code == 0, stderr
+    return {"fp32": out, "int8": out.with_name("model.int8.onnx"), "report": stdout,
+            "stderr": stderr}
+
+
+@pytest.fixture(scope="session")
+def fits_dir(tmp_path_factory) -> Path:
+    """Real FITS files in the forms the runtime must read (see each name)."""
+    d = tmp_path_factory.mktemp("frames")
+    write_fits(d / "full_good.fits", make_frame("good", 2048, 1))
+    write_fits(d / "full_shutter.fits", make_frame("shutter", 2048, 2))
+    write_fits(d / "full_wobble.fits", make_frame("wobble", 2048, 3))
+    write_fits(d / "prebinned_227.fits", make_frame("good", 227, 4))
+    fits.PrimaryHDU(make_frame("shutter", 2048, 5).astype(np.float32) * 1.5 - 100).writeto(
+        d / "float32.fits")
+    nan = make_frame("wobble", 1024, 6).astype(np.float64)
+    nan[100:300, 50:90] = np.nan
+    nan[500, 500] = np.inf
+    fits.PrimaryHDU(nan).writeto(d / "float64_nan.fits")
+    fits.PrimaryHDU(make_frame("good", 2048, 7).astype(np.int32)).writeto(d / "int32.fits")
+    raw = (d / "full_good.fits").read_bytes()
+    (d / "gzipped.fits.gz").write_bytes(gzip.compress(raw))
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(make_frame("wobble", 2048, 8))]).writeto(
+        d / "fpacked.fits.fz")
+    write_fits(d / "nonsquare.fits", make_frame("shutter", (1536, 2048), 9))
+    return d
+
+
+@pytest.fixture()
+def broken_dir(tmp_path, fits_dir) -> Path:
+    """Good frames mixed with broken ones, each broken in a different way."""
+    for name in ("full_good.fits", "prebinned_227.fits"):
+        shutil.copy(fits_dir / name, tmp_path / name)
+    raw = (fits_dir / "full_good.fits").read_bytes()
+    (tmp_path / "b_truncated.fits").write_bytes(raw[: len(raw) // 3])
+    (tmp_path / "c_empty.fits").write_bytes(b"")
+    (tmp_path / "d_text.fits").write_text("not a frame\n")
+    write_fits(tmp_path / "e_small.fits", make_frame("good", 100, 1))
+    write_fits(tmp_path / "f_flat.fits", np.full((300, 300), 1000, np.uint16))
+    fits.PrimaryHDU(np.full((300, 300), np.nan, np.float32)).writeto(tmp_path / "g_allnan.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
+        [fits.Column(name="a", format="E", array=np.zeros(3))])]).writeto(tmp_path / "h_table.fits")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((224, 224, 3), np.uint8)).save(tmp_path / "i_image.png")
+    return tmp_path
