@@ -171,9 +171,29 @@ def add_bin(sub) -> None:
     p.set_defaults(func=cmd_bin)
 
 
+# -- demo -------------------------------------------------------------------------------
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    return run(directory=Path(args.dir) if args.dir else None, rebuild=args.rebuild)
+
+
+def add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="classify synthetic IO:O frames with a demo model (no torch, no network)",
+        description="Make synthetic IO:O frames (good, shutter failure, mirror wobble) and a "
+                    "demo model of the real architecture, then classify them.",
+        epilog="example:\n  frameqc demo            # first run builds the model (~1 min)")
+    p.add_argument("--dir", help="where the model and frames go (default: ~/.cache/frameqc/demo)")
+    p.add_argument("--rebuild", action="store_true", help="build the demo model again")
+    p.set_defaults(func=cmd_demo)
+
+
 # -- entry point ------------------------------------------------------------------------
 
-BUILTIN: dict[str, Callable] = {"classify": add_classify, "info": add_info, "bin": add_bin}
+BUILTIN: dict[str, Callable] = {"classify": add_classify, "info": add_info, "bin": add_bin,
+                                "demo": add_demo}
 
 
 def _plugins() -> dict[str, Callable]:

@@ -1,0 +1,88 @@
+"""The runtime runs where torch cannot be imported, and never imports torch or export/."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUNTIME = Path(__file__).parent.parent / "runtime"
+
+#: Runs ``frameqc ARGV`` with torch made unimportable; exit 99 if torch, or export/ for
+#: any command but export, got in.
+GUARD = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            raise ImportError(f"{name} is not installed here (torch-free test)")
+sys.meta_path.insert(0, NoTorch())
+from frameqc.runtime.cli import main
+code = main(sys.argv[1:])
+plugin = sys.argv[1:2] == ["export"]
+loaded = [m for m in sys.modules if m.split(".")[0] == "torch"
+          or (m.startswith("frameqc.export") and not plugin)]
+if loaded:
+    print("loaded:", loaded, file=sys.stderr)
+    sys.exit(99)
+sys.exit(code)
+"""
+
+
+def frameqc_without_torch(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", GUARD, *argv], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """``frameqc demo`` run once, torch-free; its directory and output."""
+    root = tmp_path_factory.mktemp("demo")
+    proc = frameqc_without_torch("demo", "--dir", str(root))
+    assert proc.returncode == 0, proc.stderr
+    return root, proc
+
+
+def test_demo_runs_without_torch_and_is_mostly_right(demo):
+    _, proc = demo
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("demo_")]
+    assert len(rows) == 9
+    assert {r[1] for r in rows} == {"good", "shutter", "wobble"}
+    right = int(re.search(r"(\d+) of 9 frames classified right", proc.stdout).group(1))
+    assert right == sum(r[4] == "yes" for r in rows)
+    assert right >= 7, proc.stdout
+    assert "demo model written" in proc.stderr  # built on first run, with progress shown
+
+
+def test_demo_model_is_a_normal_frameqc_model(demo):
+    root, _ = demo
+    proc = frameqc_without_torch("info", "--json", str(root / "demo-vgg16.onnx"))
+    card = json.loads(proc.stdout)
+    assert card["labels"] == ["OK", "Shutter", "Wobble"] and card["recipe"]["name"] == "asinh"
+    proc = frameqc_without_torch("classify", "--model", str(root / "demo-vgg16.onnx"),
+                                 "--format", "json", str(root / "frames"))
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 9
+
+
+def test_second_demo_run_reuses_the_model(demo):
+    root, _ = demo
+    before = (root / "demo-vgg16.onnx").stat().st_mtime_ns
+    proc = frameqc_without_torch("demo", "--dir", str(root), timeout=120)
+    assert proc.returncode == 0 and "building" not in proc.stderr
+    assert (root / "demo-vgg16.onnx").stat().st_mtime_ns == before
+
+
+def test_export_without_torch_says_how_to_get_it(tmp_path):
+    proc = frameqc_without_torch("export", "w.pt", "--labels", "A,B", "-o", str(tmp_path / "m"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "frameqc: export needs torch: pip install 'frameqc[export]'"
+
+
+def test_runtime_sources_never_import_torch_or_export():
+    for path in RUNTIME.glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(import|from)\s+(torch|torchvision)\b", text, re.M), path
+        assert "frameqc.export" not in text, path
