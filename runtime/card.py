@@ -11,11 +11,13 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from .errors import ModelError, UsageError
 
 PREFIX = "frameqc."
+
+Binning = Union[str, int]  # "auto", "none" or a box size
 
 
 @dataclass(frozen=True)
@@ -107,3 +109,15 @@ class ModelCard:
         rows["recipe"] = " ".join(f"{k}={v}" for k, v in self.recipe.items())
         width = max(map(len, rows))
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows.items() if v != "")
+
+
+def parse_binning(value: str | int) -> Binning:
+    """``auto``, ``none`` or a positive box size."""
+    if isinstance(value, int) or str(value).isdigit():
+        n = int(value)
+        if n < 1:
+            raise UsageError("--bin must be auto, none or a whole number >= 1")
+        return n
+    if value in ("auto", "none"):
+        return value
+    raise UsageError(f"--bin must be auto, none or a whole number >= 1, not {value!r}")

@@ -65,35 +65,94 @@ def _positive_int(value: str) -> int:
     return int(value)
 
 
-def cmd_classify(args: argparse.Namespace) -> int:
-    from .model import Model, resolve_model_path
-    from .output import Writer, append_log, write_preview
-    from .pipeline import Classifier
-    from .recipes import make_recipe, parse_binning
+class _Emitter:
+    """Writes each frame's record, appends it to --log, counts failures, shows progress."""
 
-    binning = parse_binning(args.bin) if args.bin is not None else None
-    model = Model(resolve_model_path(args.model), threads=args.threads)
-    card = model.card
-    recipe = make_recipe(card.recipe, card.input_size, binning)
-    classifier = Classifier(model, recipe, args.threshold)
-    writer = Writer(args.format, sys.stdout, sys.stderr, card.labels, card.model_id)
+    def __init__(self, args: argparse.Namespace, total: int) -> None:
+        self.args, self.total = args, total
+        self.progress = sys.stderr.isatty() and total > 1
+        self.writer = None
+        self.model_id = ""
+        self.done = self.failed = 0
+
+    def start(self, labels, model_id: str) -> None:
+        """Open the output for a model's labels; kept if a second source takes over."""
+        from .output import Writer
+
+        if self.writer is None:
+            self.writer = Writer(self.args.format, sys.stdout, sys.stderr, labels, model_id)
+        self.model_id = model_id
+
+    def __call__(self, rec: dict, timings: dict[str, float]) -> None:
+        from .output import append_log
+
+        self.done += 1
+        self.failed += "error" in rec
+        if self.progress:
+            sys.stderr.write(f"\r\033[K[{self.done}/{self.total}] ")
+        self.writer.write(rec)
+        if self.args.log:
+            append_log(self.args.log, rec, timings, model=self.model_id)
+
+    def finish(self) -> int:
+        if self.progress:
+            sys.stderr.write("\r\033[K")
+        return EXIT_FRAME_FAILED if self.failed else EXIT_OK
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Classify through a running server when one serves this model, else locally."""
+    from .card import parse_binning
+    from .client import ServerGone, connect
+    from .model import MODEL_ENV
+
+    if args.bin is not None:
+        parse_binning(args.bin)
+    if args.preview and args.socket:
+        raise UsageError("--preview saves what this process prepared; drop --socket")
     sources = list(_sources(args.paths, sys.stdin))
-    progress = sys.stderr.isatty() and len(sources) > 1
-    failed = 0
-    for n, result in enumerate(classifier.run(sources), 1):
-        if progress:
-            sys.stderr.write(f"\r\033[K[{n}/{len(sources)}] ")
-        writer.write(result)
-        failed += result.error is not None
-        if args.log:
-            append_log(args.log, result, card.model_id)
-        if args.preview and result.prepared is not None:
-            write_preview(args.preview, result)
-    if progress:
-        sys.stderr.write("\r\033[K")
     if not sources:
         raise UsageError("no frames given (a directory with no frames, or empty stdin)")
-    return EXIT_FRAME_FAILED if failed else EXIT_OK
+    emit = _Emitter(args, len(sources))
+    conn = None if args.preview else connect(args.socket,
+                                             args.model or os.environ.get(MODEL_ENV))
+    if conn is not None:
+        card = conn.status["card"]
+        emit.start(card["labels"], card["weights_sha256"][:12])
+        try:
+            replies = conn.classify([os.path.abspath(p) for _, p in sources], args.bin,
+                                    args.threshold)
+            for (name, _), reply in zip(sources, replies):
+                emit(dict(reply["record"], path=name), reply["timings"])
+        except ServerGone as exc:
+            if args.socket:
+                raise UsageError(f"the server stopped answering ({exc})") from None
+        finally:
+            conn.close()
+    if emit.done < len(sources):
+        _classify_here(args, sources[emit.done:], emit)
+    return emit.finish()
+
+
+def _classify_here(args: argparse.Namespace, sources: list[tuple[str, str]],
+                   emit: _Emitter) -> None:
+    """Load the model in this process and classify ``sources``."""
+    from .card import parse_binning
+    from .model import Model, resolve_model_path
+    from .output import record, write_preview
+    from .pipeline import Classifier
+    from .recipes import make_recipe
+
+    model = Model(resolve_model_path(args.model), threads=args.threads)
+    card = model.card
+    binning = parse_binning(args.bin) if args.bin is not None else None
+    classifier = Classifier(model, make_recipe(card.recipe, card.input_size, binning),
+                            args.threshold)
+    emit.start(card.labels, card.model_id)
+    for result in classifier.run(sources):
+        if args.preview and result.prepared is not None:
+            write_preview(args.preview, result)
+        emit(record(result, card.model_id), result.timings)
 
 
 def add_classify(sub) -> None:
@@ -118,6 +177,9 @@ def add_classify(sub) -> None:
                    help="save the prepared 224x224 image the network saw as DIR/NAME.png")
     p.add_argument("--threads", type=_positive_int,
                    help="inference threads (default: $FRAMEQC_THREADS, else usable CPUs)")
+    p.add_argument("--socket", metavar="PATH",
+                   help="insist on the server at PATH (default: use the server on "
+                        "$FRAMEQC_SOCKET or the default socket if it answers, else run here)")
     p.set_defaults(func=cmd_classify)
 
 
@@ -171,6 +233,75 @@ def add_bin(sub) -> None:
     p.set_defaults(func=cmd_bin)
 
 
+# -- serve and status -------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .model import Model, resolve_model_path
+    from .protocol import default_socket
+    from .server import serve
+
+    model = Model(resolve_model_path(args.model), threads=args.threads)
+    return serve(model, Path(args.socket) if args.socket else default_socket(), args.tcp,
+                 args.log, args.max_bytes, args.timeout)
+
+
+def add_serve(sub) -> None:
+    from .protocol import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
+
+    p = sub.add_parser(
+        "serve", help="keep the model loaded and answer on a local socket (and TCP)",
+        description="Load the model once and classify for clients: 'frameqc classify' uses "
+                    "the local socket by itself; --tcp also speaks the upstream wobble "
+                    "protocol (8-byte big-endian length, image bytes -> 'label p').",
+        epilog="examples:\n  frameqc serve --model /models/touse2.onnx &\n"
+               "  frameqc classify --model /models/touse2.onnx FRAME.fits   # answered by it\n"
+               "  frameqc serve --model wobble.onnx --tcp 127.0.0.1:8225 --log serve.log\n\n"
+               "default socket: $FRAMEQC_SOCKET, else $XDG_RUNTIME_DIR/frameqc.sock, "
+               "else /tmp/frameqc-UID.sock")
+    p.add_argument("--model", "-m", help="model .onnx (default: $FRAMEQC_MODEL)")
+    p.add_argument("--socket", metavar="PATH", help="unix socket path (mode 0660)")
+    p.add_argument("--tcp", metavar="HOST:PORT",
+                   help="also serve the upstream TCP protocol (host defaults to 127.0.0.1)")
+    p.add_argument("--log", metavar="FILE",
+                   help="one JSON line per frame to FILE (default: a short line on stderr)")
+    p.add_argument("--max-bytes", type=_positive_int, default=DEFAULT_MAX_BYTES,
+                   metavar="N", help=f"largest TCP image accepted (default {DEFAULT_MAX_BYTES})")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+                   help=f"read and idle timeout in seconds (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--threads", type=_positive_int, help="inference threads")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from .client import connect
+    from .protocol import default_socket
+
+    conn = connect(str(args.socket or default_socket()), None)
+    status = conn.status
+    conn.close()
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        card = status["card"]
+        print(f"frameqc {status['version']} pid {status['pid']} up {status['uptime']:.0f} s: "
+              f"{status['model']['path']} ({', '.join(card['labels'])}, {card['precision']}); "
+              f"{status['requests']} requests, {status['frames']} frames, "
+              f"{status['errors']} errors; {', '.join(status['endpoints'])}")
+    return EXIT_OK
+
+
+def add_status(sub) -> None:
+    p = sub.add_parser("status", help="ask a running server how it is",
+                       description="Print a running server's model, uptime and counters; "
+                                   "exit 2 when no server answers (a health check).",
+                       epilog="example:\n  frameqc status --json")
+    p.add_argument("--socket", metavar="PATH", help="server socket (default: as serve)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+
 # -- demo -------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -193,7 +324,7 @@ def add_demo(sub) -> None:
 # -- entry point ------------------------------------------------------------------------
 
 BUILTIN: dict[str, Callable] = {"classify": add_classify, "info": add_info, "bin": add_bin,
-                                "demo": add_demo}
+                                "serve": add_serve, "status": add_status, "demo": add_demo}
 
 
 def _plugins() -> dict[str, Callable]:

@@ -11,11 +11,12 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
-
-import numpy as np
+from typing import TYPE_CHECKING, Union
 
 from .errors import FrameError
+
+if TYPE_CHECKING:  # numpy is imported where frames are read, not to list them
+    import numpy as np
 
 FITS = "fits"
 JPEG = "jpeg"
@@ -91,6 +92,7 @@ def read_frame(source: Source) -> Frame:
 
 def _read_fits(src: Path | io.BytesIO) -> np.ndarray:
     """The first HDU holding a 2-D image (compressed ones included), scaled."""
+    import numpy as np
     from astropy.io import fits
 
     try:
@@ -110,6 +112,7 @@ def _read_fits(src: Path | io.BytesIO) -> np.ndarray:
 
 
 def _read_image(src: Path | io.BytesIO) -> np.ndarray:
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:

@@ -6,11 +6,13 @@ entry point, one-shot or resident, runs the network the same way.
 
 from __future__ import annotations
 
-import hashlib
 import os
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from .card import ModelCard
 from .errors import ModelError, UsageError
@@ -91,16 +93,17 @@ class Model:
         self.threads = opts.intra_op_num_threads
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+        self._lock = threading.Lock()
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities, ``(n, n_labels)`` float32, for a ``(n, 3, S, S)`` batch."""
-        return self.session.run([self.output_name],
-                                {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+        """Class probabilities, ``(n, n_labels)`` float32, for a ``(n, 3, S, S)`` batch.
 
+        Calls are serialised: concurrent callers (server clients) queue for the CPUs
+        instead of splitting them, so each answer comes as fast as it can.
+        """
+        import numpy as np
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        feed = {self.input_name: np.ascontiguousarray(batch, np.float32)}
+        with self._lock:
+            return self.session.run([self.output_name], feed)[0]
+

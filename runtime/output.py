@@ -9,17 +9,17 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .pipeline import Result
+if TYPE_CHECKING:  # records come from the pipeline here, or from a server as JSON
+    from .pipeline import Result
 
 FORMATS = ("text", "json", "csv")
 
 
-def text_line(r: Result) -> str:
+def text_line(rec: dict) -> str:
     """The seed's line: ``<index> <probability:.3f> <label> <path>``."""
-    d = r.decision
-    return f"{d.index} {d.probability:.3f} {d.label} {r.path}"
+    return f"{rec['index']} {rec['probability']:.3f} {rec['label']} {rec['path']}"
 
 
 def record(r: Result, model_id: str) -> dict:
@@ -27,14 +27,13 @@ def record(r: Result, model_id: str) -> dict:
     if r.decision is None:
         return {"path": r.path, "error": r.error}
     d = r.decision
-    return {"path": r.path, "label": d.label, "index": d.index,
-            "probability": round(d.probability, 6),
-            "probabilities": {k: round(v, 6) for k, v in d.probabilities.items()},
-            "model": model_id, "seconds": round(r.seconds, 4)}
+    return {"path": r.path, "label": d.label, "index": d.index, "probability": d.probability,
+            "probabilities": dict(d.probabilities), "model": model_id,
+            "seconds": round(r.seconds, 4)}
 
 
 class Writer:
-    """Writes results to a stream in one of FORMATS; failures go to stderr as one line."""
+    """Writes records to a stream in one of FORMATS; failures go to stderr as one line."""
 
     def __init__(self, fmt: str, out: TextIO, err: TextIO, labels: Sequence[str],
                  model_id: str) -> None:
@@ -47,31 +46,32 @@ class Writer:
                                 *(f"p_{name}" for name in self.labels),
                                 "model", "seconds", "error"])
 
-    def write(self, r: Result) -> None:
-        if r.error is not None:
-            self.err.write(f"frameqc: {r.path}: {r.error}\n")
+    def write(self, rec: dict) -> None:
+        if "error" in rec:
+            self.err.write(f"frameqc: {rec['path']}: {rec['error']}\n")
             self.err.flush()
-        rec = record(r, self.model_id)
         if self.fmt == "text":
-            if r.decision is not None:
-                self.out.write(text_line(r) + "\n")
+            if "error" not in rec:
+                self.out.write(text_line(rec) + "\n")
         elif self.fmt == "json":
             self.out.write(json.dumps(rec) + "\n")
-        elif r.decision is None:
-            self._csv.writerow([r.path, "", "", "", *[""] * len(self.labels), "", "", r.error])
+        elif "error" in rec:
+            self._csv.writerow([rec["path"], "", "", "", *[""] * len(self.labels), "", "",
+                                rec["error"]])
         else:
             probs = rec["probabilities"]
-            self._csv.writerow([r.path, rec["label"], rec["index"], rec["probability"],
+            self._csv.writerow([rec["path"], rec["label"], rec["index"], rec["probability"],
                                 *(probs[n] for n in self.labels), rec["model"],
                                 rec["seconds"], ""])
         self.out.flush()
 
 
-def append_log(path: str | os.PathLike, r: Result, model_id: str) -> None:
+def append_log(path: str | os.PathLike, rec: dict, timings: dict[str, float],
+               **extra: object) -> None:
     """Append one JSON line per frame; a lock and one write keep concurrent writers whole."""
-    rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
-           **record(r, model_id), "timings": {k: round(v, 4) for k, v in r.timings.items()}}
-    line = (json.dumps(rec) + "\n").encode()
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
+             **rec, "timings": {k: round(v, 4) for k, v in timings.items()}, **extra}
+    line = (json.dumps(entry) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -21,10 +21,9 @@ from typing import Any, Union
 import numpy as np
 
 from .binning import auto_factor, median_bin
+from .card import Binning, parse_binning
 from .errors import FrameError, UsageError
 from .frames import FITS, JPEG, PNG, Frame
-
-Binning = Union[str, int]  # "auto", "none" or a box size
 
 
 def to_uint16(data: np.ndarray) -> np.ndarray:
@@ -153,18 +152,6 @@ def check_kind(recipe: Recipe, frame: Frame) -> None:
     if frame.kind not in recipe.kinds:
         raise FrameError(f"a {frame.kind.upper()} file cannot go to a model whose recipe "
                          f"'{recipe.name}' takes {'/'.join(k.upper() for k in recipe.kinds)}")
-
-
-def parse_binning(value: str | int) -> Binning:
-    """``auto``, ``none`` or a positive box size."""
-    if isinstance(value, int) or str(value).isdigit():
-        n = int(value)
-        if n < 1:
-            raise UsageError("--bin must be auto, none or a whole number >= 1")
-        return n
-    if value in ("auto", "none"):
-        return value
-    raise UsageError(f"--bin must be auto, none or a whole number >= 1, not {value!r}")
 
 
 def make_recipe(params: dict[str, Any], size: int = 224, binning: Binning | None = None) -> Recipe:

@@ -1,0 +1,307 @@
+"""``frameqc serve``: the model loaded once, answering on a unix socket and, if asked, TCP.
+
+Hardened where the upstream server was not: a limit on announced sizes, read deadlines,
+concurrent clients (preparation in parallel, inference serialised by the model), no
+request can stop the loop, clean shutdown on SIGTERM/SIGINT, a stale socket replaced,
+and the socket created with mode 0660.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import socketserver
+import stat
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from . import __version__
+from .card import parse_binning
+from .errors import FrameError, FrameQCError, UsageError
+from .model import Model
+from .output import append_log, record
+from .pipeline import Classifier
+from .protocol import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_TIMEOUT,
+    LENGTH_BYTES,
+    MAX_LINE,
+    file_identity,
+    recv_exact,
+    send,
+)
+from .recipes import make_recipe
+
+MAX_CLIENTS = 32
+
+
+class Service:
+    """The resident model and the bookkeeping every handler shares."""
+
+    def __init__(self, model: Model, log: str | None, max_bytes: int, timeout: float,
+                 err: TextIO = sys.stderr) -> None:
+        self.model, self.card = model, model.card
+        self.identity = file_identity(model.path)
+        self.classifier = Classifier(model, make_recipe(self.card.recipe, self.card.input_size))
+        self.log, self.err = log, err
+        self.max_bytes, self.timeout = max_bytes, timeout
+        self.started = time.time()
+        self.requests = self.frames = self.errors = 0
+        self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._lock = threading.Lock()
+        self.endpoints: list[str] = []
+
+    def count(self, requests: int = 0, frames: int = 0, errors: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.frames += frames
+            self.errors += errors
+
+    def status(self) -> dict:
+        return {"version": __version__, "pid": os.getpid(), "model": self.identity,
+                "card": asdict(self.card), "uptime": round(time.time() - self.started, 1),
+                "requests": self.requests, "frames": self.frames, "errors": self.errors,
+                "endpoints": self.endpoints}
+
+    def classifier_for(self, binning, threshold) -> Classifier:
+        if binning is None and threshold is None:
+            return self.classifier
+        recipe = make_recipe(self.card.recipe, self.card.input_size,
+                             None if binning is None else parse_binning(binning))
+        if threshold is not None and not 0 < float(threshold) <= 1:
+            raise UsageError("threshold must be in (0, 1]")
+        return Classifier(self.model, recipe, threshold)
+
+    def note(self, client: str, rec: dict, timings: dict[str, float]) -> None:
+        """One log line per frame: to --log as JSON, else a short line on stderr."""
+        self.count(frames=1, errors="error" in rec)
+        if self.log:
+            append_log(self.log, rec, timings, client=client)
+        else:
+            what = rec.get("error") or f"{rec['label']} {rec['probability']:.3f}"
+            self.err.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {client} {rec['path']}: "
+                           f"{what} ({sum(timings.values()):.3f} s)\n")
+            self.err.flush()
+
+
+def _server_side(error: str) -> str:
+    """Say so when the server, not the file, is the problem (another user, another mount)."""
+    if error == "no such file" or error.startswith("cannot read"):
+        return f"the server cannot read this file: {error}"
+    return error
+
+
+class LocalHandler(socketserver.StreamRequestHandler):
+    """JSON lines: ``status``, or ``classify`` a list of absolute paths."""
+
+    server: LocalServer
+
+    def handle(self) -> None:
+        svc = self.server.service
+        self.connection.settimeout(svc.timeout)
+        while True:
+            try:
+                line = self.rfile.readline(MAX_LINE)
+            except OSError:
+                return
+            if not line:
+                return
+            svc.count(requests=1)
+            try:
+                if not line.endswith(b"\n"):
+                    raise UsageError("request line too long")
+                self.answer(json.loads(line))
+            except (ValueError, TypeError, KeyError, FrameQCError) as exc:
+                svc.count(errors=1)
+                self.reply({"error": str(exc).splitlines()[0] if str(exc) else "bad request"})
+            except OSError:
+                return
+
+    def answer(self, request: dict) -> None:
+        svc = self.server.service
+        op = request.get("op")
+        if op == "status":
+            self.reply(svc.status())
+            return
+        if op != "classify":
+            raise UsageError(f"unknown op {op!r}")
+        paths = request["paths"]
+        if not isinstance(paths, list) or not all(isinstance(p, str) and os.path.isabs(p)
+                                                  for p in paths):
+            raise UsageError("paths must be a list of absolute paths")
+        classifier = svc.classifier_for(request.get("bin"), request.get("threshold"))
+        for path in paths:
+            result = classifier.classify(path, name=path)
+            if result.error is not None:
+                result.error = _server_side(result.error)
+            rec = record(result, svc.card.model_id)
+            svc.note("unix", rec, result.timings)
+            self.reply({"record": rec, "timings": result.timings})
+        self.reply({"end": True})
+
+    def reply(self, message: dict) -> None:
+        send(self.connection, message)
+
+
+class UpstreamHandler(socketserver.BaseRequestHandler):
+    """The mirror-wobble protocol: 8-byte big-endian length, image bytes -> ``label p``."""
+
+    server: TCPServer
+
+    def handle(self) -> None:
+        svc = self.server.service
+        sock: socket.socket = self.request
+        client = f"tcp:{self.client_address[0]}"
+        svc.count(requests=1)
+        try:
+            sock.settimeout(svc.timeout)
+            deadline = time.monotonic() + 4 * svc.timeout
+            size = int.from_bytes(recv_exact(sock, LENGTH_BYTES), "big")
+            if size == 0:
+                raise FrameError("empty image")
+            if size > svc.max_bytes:
+                raise FrameError(f"image of {size} bytes is over the limit of {svc.max_bytes}")
+            data = self.read_body(sock, size, deadline)
+            result = svc.classifier.classify(data, name=f"<{size} bytes from {client}>")
+            rec = record(result, svc.card.model_id)
+            svc.note(client, rec, result.timings)
+            reply = (f"ERROR {result.error}" if result.error else
+                     f"{rec['label']} {rec['probability']:.3f}")
+        except FrameError as exc:
+            svc.count(errors=1)
+            reply = f"ERROR {exc}"
+        except (OSError, ConnectionError) as exc:  # timeout, reset, truncated body
+            svc.count(errors=1)
+            svc.err.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {client}: dropped ({exc})\n")
+            return
+        with contextlib.suppress(OSError):
+            sock.sendall(reply.encode("ascii", "replace"))
+
+    @staticmethod
+    def read_body(sock: socket.socket, size: int, deadline: float) -> bytes:
+        buf = bytearray()
+        while len(buf) < size:
+            if time.monotonic() > deadline:
+                raise TimeoutError("client too slow")
+            chunk = sock.recv(min(size - len(buf), 1 << 20))
+            if not chunk:
+                raise ConnectionError(f"connection closed after {len(buf)} of {size} bytes")
+            buf += chunk
+        return bytes(buf)
+
+
+class _Limited:
+    """Refuse connections beyond MAX_CLIENTS instead of queueing threads without bound."""
+
+    service: Service
+
+    def process_request(self, request, client_address) -> None:
+        if not self.service.slots.acquire(blocking=False):
+            try:
+                request.sendall(b"ERROR busy\n")
+            finally:
+                self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.service.slots.release()
+
+
+class LocalServer(_Limited, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+class TCPServer(_Limited, socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def claim_socket(path: Path) -> None:
+    """Make way for a new socket: remove a stale one, refuse a live one or a non-socket."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise UsageError(f"{path} exists and is not a socket; not touching it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()  # nobody listens: left over from a server that died
+        return
+    finally:
+        probe.close()
+    raise UsageError(f"a server is already listening on {path}")
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
+        raise UsageError(f"--tcp wants HOST:PORT or PORT, not {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def serve(model: Model, socket_path: Path, tcp: str | None = None, log: str | None = None,
+          max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT,
+          err: TextIO = sys.stderr) -> int:
+    """Serve until SIGTERM or SIGINT; the socket file is removed on the way out."""
+    service = Service(model, log, max_bytes, timeout, err)
+    size = model.card.input_size
+    model.predict(np.zeros((1, 3, size, size), np.float32))  # warm up: the first run is slow
+    servers: list[socketserver.BaseServer] = []
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    claim_socket(socket_path)
+    old_umask = os.umask(0o117)  # the socket is born 0660: no window with wider rights
+    try:
+        local = LocalServer(str(socket_path), LocalHandler)
+    finally:
+        os.umask(old_umask)
+    local.service = service
+    servers.append(local)
+    service.endpoints.append(f"unix:{socket_path}")
+    if tcp:
+        host, port = parse_hostport(tcp)
+        TCPServer.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            remote = TCPServer((host, port), UpstreamHandler)
+        except OSError as exc:
+            local.server_close()
+            socket_path.unlink(missing_ok=True)
+            raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+        remote.service = service
+        servers.append(remote)
+        service.endpoints.append(f"tcp:{host}:{remote.server_address[1]}")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2},
+                                daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    err.write(f"frameqc serve: {model.path} ({', '.join(model.card.labels)}; "
+              f"{model.card.precision}) on {', '.join(service.endpoints)}; pid {os.getpid()}\n")
+    err.flush()
+    try:
+        stop.wait()
+    finally:
+        for s in servers:
+            s.shutdown()
+            s.server_close()
+        socket_path.unlink(missing_ok=True)
+        err.write(f"frameqc serve: stopped after {service.requests} requests\n")
+    return 0
