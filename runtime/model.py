@@ -70,6 +70,7 @@ class Model:
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
         import onnxruntime as ort
 
+        ort.set_default_logger_severity(3)  # warnings about telemetry are not for operators
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such model file")

@@ -1,0 +1,43 @@
+# frameqc runtime image: onnxruntime, numpy, astropy; no torch.
+#   docker build -t frameqc .
+#   docker run -id --name frameqc -v /path/to/models:/models:ro \
+#       -v /data/incoming:/data/incoming:ro frameqc
+#   docker exec -i frameqc frameqc classify /data/incoming/FRAME.fits
+# The default command keeps the model loaded (frameqc serve), so each docker exec is
+# fast; classify still works on its own if the server is not up.
+ARG BASE_IMAGE=python:3.12-slim
+
+FROM ${BASE_IMAGE} AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY runtime runtime
+COPY export export
+# sympy and mpmath come with onnxruntime for its offline tools only; inference never
+# imports them, and they are a fifth of the image.
+RUN python -m venv /opt/frameqc \
+ && /opt/frameqc/bin/pip install --no-cache-dir --disable-pip-version-check . \
+ && /opt/frameqc/bin/pip uninstall -y -q sympy mpmath \
+ && /opt/frameqc/bin/pip uninstall -y -q pip \
+ && find /opt/frameqc -name __pycache__ -prune -exec rm -rf {} +
+
+FROM ${BASE_IMAGE}
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="frameqc" \
+      org.opencontainers.image.description="Torch-free ONNX classifier of Liverpool Telescope IO:O frames" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="MIT"
+COPY --from=build /opt/frameqc /opt/frameqc
+COPY models/*.toml /opt/frameqc/cards/
+RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent frameqc \
+ && mkdir -p /models /data/incoming /run/frameqc \
+ && chown frameqc:frameqc /run/frameqc
+ENV PATH=/opt/frameqc/bin:${PATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    FRAMEQC_MODEL=/models/model.onnx \
+    FRAMEQC_SOCKET=/run/frameqc/frameqc.sock
+USER frameqc
+WORKDIR /data/incoming
+HEALTHCHECK --interval=60s --timeout=10s --start-period=120s --retries=3 \
+    CMD ["frameqc", "status"]
+CMD ["frameqc", "serve"]

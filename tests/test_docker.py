@@ -1,0 +1,146 @@
+"""The runtime image with a real Docker engine, used the way the operators use it.
+
+Builds ``Dockerfile`` on ``$FRAMEQC_BASE_IMAGE`` (CI builds a stand-in for
+python:3.12-slim with ``.ci/base-image.sh``), starts it as the seed's README does, and
+classifies from a cron-like shell with ``docker exec -i``. Skipped where there is no
+Docker engine, except under CI, where that is a failure.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+ROOT = Path(__file__).parent.parent
+BASE = os.environ.get("FRAMEQC_BASE_IMAGE", "python:3.12-slim")
+MAX_OVER_BASE = 300 * 2**20
+
+
+def docker(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)}: {proc.stderr.strip()[-2000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def image():
+    usable = shutil.which("docker") and subprocess.run(
+        ["docker", "info"], capture_output=True, timeout=60).returncode == 0
+    if not usable:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but no Docker engine answers (.ci/run starts dockerd)")
+        pytest.skip("no Docker engine here")
+    if docker("image", "inspect", BASE, check=False).returncode != 0:
+        message = f"base image {BASE} is not here: build one with .ci/base-image.sh"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    tag = f"frameqc-test:{uuid.uuid4().hex[:8]}"
+    docker("build", "-q", "--build-arg", f"BASE_IMAGE={BASE}", "-t", tag, str(ROOT),
+           timeout=1200)
+    yield tag
+    docker("rmi", "-f", tag, check=False)
+
+
+@pytest.fixture(scope="module")
+def mounts(exported, fits_dir, tmp_path_factory):
+    """A models folder with model.onnx and an incoming folder, readable by the image's user."""
+    models = tmp_path_factory.mktemp("models")
+    incoming = tmp_path_factory.mktemp("incoming")
+    shutil.copy(exported["int8"], models / "model.onnx")
+    for name in ("full_good.fits", "full_shutter.fits", "fpacked.fits.fz"):
+        shutil.copy(fits_dir / name, incoming / name)
+    for d in (models, incoming):
+        d.chmod(0o755)
+    return models, incoming
+
+
+@pytest.fixture(scope="module")
+def container(image, mounts):
+    models, incoming = mounts
+    name = f"frameqc-test-{uuid.uuid4().hex[:8]}"
+    docker("run", "-id", "--name", name, "-v", f"{models}:/models:ro",
+           "-v", f"{incoming}:/data/incoming:ro", image)
+    deadline = time.monotonic() + 120
+    while docker("exec", name, "frameqc", "status", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            logs = docker("logs", name, check=False)
+            raise AssertionError(f"server did not come up: {logs.stderr[-2000:]}")
+        time.sleep(1)
+    yield name
+    docker("rm", "-f", name, check=False)
+
+
+def cron(command: str) -> subprocess.CompletedProcess:
+    """As cron runs a line: empty environment, no TTY, stdin closed."""
+    return subprocess.run(["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "sh", "-c",
+                           command], capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_cron_docker_exec_classifies(container, exported, fits_dir):
+    proc = cron(f"docker exec -i {container} frameqc classify /data/incoming/full_good.fits")
+    assert proc.returncode == 0, proc.stderr
+    m = re.fullmatch(r"(\d \d\.\d{3} \S+) /data/incoming/full_good.fits\n", proc.stdout)
+    assert m, proc.stdout
+    _, local, _ = run_cli("classify", "--model", str(exported["int8"]),
+                          str(fits_dir / "full_good.fits"))
+    assert local.rsplit(" ", 1)[0] == m.group(1)
+    status = docker("exec", container, "frameqc", "status", "--json").stdout
+    assert '"frames": 1' in status  # answered by the resident server
+
+
+def test_directory_and_failures_from_cron(container):
+    proc = cron(f"docker exec -i {container} frameqc classify --format csv /data/incoming "
+                "/data/incoming/missing.fits")
+    assert proc.returncode == 1
+    assert len(proc.stdout.splitlines()) == 5  # header, three frames, the missing one
+    assert "missing.fits" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_no_torch_not_root_healthcheck(container, image):
+    assert docker("exec", container, "python", "-c", "import torch", check=False).returncode != 0
+    assert docker("exec", container, "id", "-u").stdout.strip() != "0"
+    health = docker("inspect", "-f", "{{json .Config.Healthcheck.Test}}", image).stdout
+    assert "status" in health
+    labels = docker("inspect", "-f", "{{json .Config.Labels}}", image).stdout
+    assert "org.opencontainers.image.title" in labels
+
+
+def test_image_size_over_base(image):
+    size = int(docker("image", "inspect", "-f", "{{.Size}}", image).stdout)
+    base = int(docker("image", "inspect", "-f", "{{.Size}}", BASE).stdout)
+    print(f"runtime image {size / 2**20:.0f} MiB, {(size - base) / 2**20:.0f} MiB over its base")
+    assert size - base <= MAX_OVER_BASE
+
+
+def test_classify_without_the_server(image, mounts):
+    models, incoming = mounts
+    proc = docker("run", "--rm", "-v", f"{models}:/models:ro", "-v",
+                  f"{incoming}:/data/incoming:ro", image, "frameqc", "classify",
+                  "/data/incoming/fpacked.fits.fz")
+    assert re.fullmatch(r"\d \d\.\d{3} \S+ /data/incoming/fpacked.fits.fz\n", proc.stdout)
+
+
+def test_docker_stop_is_clean(image, mounts):
+    models, _ = mounts
+    name = f"frameqc-stop-{uuid.uuid4().hex[:8]}"
+    docker("run", "-d", "--name", name, "-v", f"{models}:/models:ro", image)
+    try:
+        deadline = time.monotonic() + 120
+        while docker("exec", name, "frameqc", "status", check=False).returncode != 0:
+            assert time.monotonic() < deadline
+            time.sleep(1)
+        t0 = time.monotonic()
+        docker("stop", "-t", "20", name)
+        assert time.monotonic() - t0 < 15
+        assert docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "0"
+        assert "stopped after" in docker("logs", name).stderr
+    finally:
+        docker("rm", "-f", name, check=False)
