@@ -108,17 +108,22 @@ def run(args: argparse.Namespace) -> int:
     calibration, held_out = frames[:n_cal], frames[n_cal:] or frames
 
     checks = export_fp32(module, card, out, frames, atol=args.atol)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, fp32, "
-          f"{time.perf_counter() - t0:.1f} s)")
+    print(f"wrote {out} + .data ({_mib(out):.1f} MiB, fp32, {time.perf_counter() - t0:.1f} s)")
     for c in checks:
         print("  " + c.line())
     if args.int8:
         t1 = time.perf_counter()
         path, check = quantize_int8(out, card, calibration, held_out)
-        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, int8, calibrated on "
+        print(f"wrote {path} + .data ({_mib(path):.1f} MiB, int8, calibrated on "
               f"{len(calibration)} frames, {time.perf_counter() - t1:.1f} s)")
         print("  " + check.line())
     print(f"labels: {', '.join(f'{i}={n}' for i, n in enumerate(card.labels))}; "
           f"alerts: {', '.join(card.alerts) or 'none'} (threshold {card.threshold}); "
           f"recipe: {card.recipe['name']}")
     return 0
+
+
+def _mib(model: Path) -> float:
+    """Size of a model with its weights file."""
+    data = model.with_name(model.name + ".data")
+    return (model.stat().st_size + (data.stat().st_size if data.exists() else 0)) / 2**20

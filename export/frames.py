@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from frameqc.runtime.errors import FrameError, UsageError
 from frameqc.runtime.frames import FITS, PNG, Frame, list_frames
 from frameqc.runtime.pipeline import prepare

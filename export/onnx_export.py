@@ -1,7 +1,8 @@
 """Export to ONNX with the TorchScript exporter, embed the card, validate against torch.
 
-Nothing is left at the output path unless it passed: the model is written to a temporary
-file beside it, checked, compared with torch, and only then moved into place.
+Nothing is left at the output path unless it passed: the model (``OUT.onnx`` with the
+graph and card, ``OUT.onnx.data`` with the weights) is staged in a folder beside it,
+checked, compared with torch, and only then moved into place.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from frameqc.runtime.card import ModelCard
 from frameqc.runtime.errors import FrameQCError
+from frameqc.runtime.model import discard_stage, install_model, stage_model
 
 OPSET = 17
 INPUT, OUTPUT = "image", "probabilities"
@@ -42,16 +45,13 @@ def compare(name: str, ref: np.ndarray, got: np.ndarray) -> Check:
                  float(np.mean(ref.argmax(1) == got.argmax(1))))
 
 
-def write_card(path: Path, card: ModelCard) -> None:
-    """Store the card in the model's metadata_props (in place)."""
-    import onnx
-
-    model = onnx.load(str(path))
+def with_card(model, card: ModelCard):
+    """Store the card in the model's metadata_props (replacing any) and return the model."""
     del model.metadata_props[:]
     for key, value in card.to_metadata().items():
         model.metadata_props.add(key=key, value=value)
     model.producer_name, model.producer_version = "frameqc", card.frameqc_version
-    onnx.save(model, str(path))
+    return model
 
 
 def run_onnx(path: Path, batches: list[np.ndarray]) -> np.ndarray:
@@ -74,20 +74,24 @@ def export_fp32(module, card: ModelCard, out: Path, frames: list[np.ndarray],
 
     Checks: ``onnx.checker``; onnxruntime against torch on random inputs in [0, 1] and on
     the prepared ``frames``; any max |dp| above ``atol`` raises :class:`ExportError`.
+    The files checked are the files installed (``out`` and ``out.data``), moved into
+    place only once every check has passed.
     """
     import onnx
     import torch
 
     size = card.input_size
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    raw = out.with_name(f".{out.name}.{os.getpid()}.raw")
+    staged = None
     try:
         with torch.no_grad():
-            torch.onnx.export(module, torch.zeros(1, 3, size, size), str(tmp), dynamo=False,
+            torch.onnx.export(module, torch.zeros(1, 3, size, size), str(raw), dynamo=False,
                               opset_version=OPSET, input_names=[INPUT], output_names=[OUTPUT],
                               dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
                               do_constant_folding=True)
-        write_card(tmp, card)
-        onnx.checker.check_model(str(tmp))
+        staged = stage_model(with_card(onnx.load(str(raw)), card), out)
+        raw.unlink()
+        onnx.checker.check_model(str(staged))
         rng = np.random.default_rng(seed)
         sets = {"random inputs": [rng.random((3, size, size), np.float32) for _ in range(4)],
                 "prepared frames": frames}
@@ -96,15 +100,17 @@ def export_fp32(module, card: ModelCard, out: Path, frames: list[np.ndarray],
             batches = batched(tensors)
             with torch.no_grad():
                 ref = np.concatenate([module(torch.from_numpy(b)).numpy() for b in batches])
-            checks.append(compare(f"onnx vs torch, {name}", ref, run_onnx(tmp, batches)))
+            checks.append(compare(f"onnx vs torch, {name}", ref, run_onnx(staged, batches)))
         worst = max(c.max_abs_dp for c in checks)
         if not worst <= atol:
             raise ExportError(f"ONNX and torch disagree: max|dp| {worst:.2e} > atol {atol:g}; "
                               "no model written")
-        os.replace(tmp, out)
+        install_model(staged, out)
         return checks
     finally:
-        tmp.unlink(missing_ok=True)
+        raw.unlink(missing_ok=True)
+        if staged is not None:
+            discard_stage(staged)
 
 
 def int8_path(out: Path) -> Path:
@@ -137,33 +143,42 @@ def quantize_int8(fp32: Path, card: ModelCard, calibration: list[np.ndarray],
             b = next(self._it, None)
             return None if b is None else {INPUT: b}
 
+    import onnx
+
     target = int8_path(fp32)
-    pre = fp32.with_name(f".{fp32.name}.{os.getpid()}.pre.tmp")
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    whole = fp32.with_name(f".{fp32.name}.{os.getpid()}.whole")
+    pre = fp32.with_name(f".{fp32.name}.{os.getpid()}.pre")
+    raw = target.with_name(f".{target.name}.{os.getpid()}.raw")
+    staged = None
     try:
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
+        onnx.save(onnx.load(str(fp32)), str(whole))  # quant_pre_process loses a .data file
+        quant_pre_process(str(whole), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(raw), Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8,
                         op_types_to_quantize=["Conv", "Gemm", "MatMul"])
-        write_card(tmp, card.with_(precision="int8"))
+        staged = stage_model(with_card(onnx.load(str(raw)), card.with_(precision="int8")),
+                             target)
         batches = batched(held_out)
         check = compare("int8 vs fp32, held-out", run_onnx(fp32, batches),
-                        run_onnx(tmp, batches))
+                        run_onnx(staged, batches))
         if check.agreement < min_agreement:
             raise ExportError(f"int8 decisions agree with fp32 on only {check.agreement:.1%} "
                               f"of held-out frames (< {min_agreement:.0%}); int8 model not "
                               "written")
-        os.replace(tmp, target)
+        install_model(staged, target)
         return target, check
     finally:
-        pre.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)
+        for tmp in (whole, pre, raw):
+            tmp.unlink(missing_ok=True)
+        if staged is not None:
+            discard_stage(staged)
 
 
 def provenance() -> dict[str, str]:
     import onnx
     import torch
+
     from frameqc.runtime import __version__
 
     return {"frameqc_version": __version__, "torch_version": torch.__version__,

@@ -134,16 +134,35 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return emit.finish()
 
 
+def _load_model(path: Path, threads: int | None):
+    """Build the session in a thread while this one imports what reading frames needs.
+
+    onnxruntime releases the GIL while it builds a session (about 0.5 s for int8), and the
+    imports of numpy and astropy take about 0.3 s: a cold one-shot pays the longer, not both.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .model import Model
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        loading = pool.submit(Model, path, threads)
+        import astropy.io.fits  # noqa: F401
+        import numpy  # noqa: F401
+
+        from . import pipeline  # noqa: F401
+        return loading.result()
+
+
 def _classify_here(args: argparse.Namespace, sources: list[tuple[str, str]],
                    emit: _Emitter) -> None:
     """Load the model in this process and classify ``sources``."""
     from .card import parse_binning
-    from .model import Model, resolve_model_path
+    from .model import resolve_model_path
     from .output import record, write_preview
     from .pipeline import Classifier
     from .recipes import make_recipe
 
-    model = Model(resolve_model_path(args.model), threads=args.threads)
+    model = _load_model(resolve_model_path(args.model), args.threads)
     card = model.card
     binning = parse_binning(args.bin) if args.bin is not None else None
     classifier = Classifier(model, make_recipe(card.recipe, card.input_size, binning),

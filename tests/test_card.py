@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from frameqc.runtime.card import ModelCard
 from frameqc.runtime.errors import ModelError, UsageError
 

@@ -1,4 +1,5 @@
 import pytest
+
 from frameqc.runtime.decision import decide
 
 LABELS = ("Wobble", "OK")

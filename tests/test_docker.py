@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from conftest import run_cli
 
 ROOT = Path(__file__).parent.parent
@@ -53,7 +54,10 @@ def mounts(exported, fits_dir, tmp_path_factory):
     """A models folder with model.onnx and an incoming folder, readable by the image's user."""
     models = tmp_path_factory.mktemp("models")
     incoming = tmp_path_factory.mktemp("incoming")
-    shutil.copy(exported["int8"], models / "model.onnx")
+    int8 = exported["int8"]
+    shutil.copy(int8, models / int8.name)
+    shutil.copy(int8.with_name(int8.name + ".data"), models / (int8.name + ".data"))
+    (models / "model.onnx").symlink_to(int8.name)  # as the README deploys a model
     for name in ("full_good.fits", "full_shutter.fits", "fpacked.fits.fz"):
         shutil.copy(fits_dir / name, incoming / name)
     for d in (models, incoming):
@@ -67,14 +71,16 @@ def container(image, mounts):
     name = f"frameqc-test-{uuid.uuid4().hex[:8]}"
     docker("run", "-id", "--name", name, "-v", f"{models}:/models:ro",
            "-v", f"{incoming}:/data/incoming:ro", image)
-    deadline = time.monotonic() + 120
-    while docker("exec", name, "frameqc", "status", check=False).returncode != 0:
-        if time.monotonic() > deadline:
-            logs = docker("logs", name, check=False)
-            raise AssertionError(f"server did not come up: {logs.stderr[-2000:]}")
-        time.sleep(1)
-    yield name
-    docker("rm", "-f", name, check=False)
+    try:
+        deadline = time.monotonic() + 120
+        while docker("exec", name, "frameqc", "status", check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                logs = docker("logs", name, check=False)
+                raise AssertionError(f"server did not come up: {logs.stderr[-2000:]}")
+            time.sleep(1)
+        yield name
+    finally:
+        docker("rm", "-f", name, check=False)
 
 
 def cron(command: str) -> subprocess.CompletedProcess:

@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+
 from conftest import LABELS, run_cli
 
 torch = pytest.importorskip("torch")
@@ -52,6 +53,21 @@ def test_int8_agrees_on_prepared_frames(exported, fits_dir):
     assert np.abs(p32 - p8).mean() < 0.05
 
 
+def test_weights_file_beside_the_model(exported, tmp_path):
+    """Models are OUT.onnx (graph, card) + OUT.onnx.data (weights, memory-mapped)."""
+    import shutil
+
+    for key in ("fp32", "int8"):
+        data = exported[key].with_name(exported[key].name + ".data")
+        assert data.stat().st_size > 10 * exported[key].stat().st_size
+        assert data.stat().st_mode == exported[key].stat().st_mode  # readable alike
+    shutil.copy(exported["int8"], tmp_path / "lonely.onnx")
+    code, _, err = run_cli("info", str(tmp_path / "lonely.onnx"))
+    assert code == 2 and "model.int8.onnx.data is missing" in err and err.count("\n") == 1
+    (tmp_path / "linked.onnx").symlink_to(exported["int8"])  # found beside the real file
+    assert run_cli("info", str(tmp_path / "linked.onnx"))[0] == 0
+
+
 def test_graph_interface(exported):
     import onnx
 
@@ -77,7 +93,8 @@ def test_wrapped_state_dicts_load(weights, tmp_path, wrap):
 def _refusal(tmp_path, *argv):
     out = tmp_path / "out.onnx"
     code, _, stderr = run_cli("export", *argv, "-o", str(out))
-    assert code == 2 and not out.exists() and not list(tmp_path.glob(".*tmp"))
+    assert code == 2 and not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "debris left"
     assert stderr.startswith("frameqc: ") and stderr.count("\n") == 1, stderr
     return stderr
 

@@ -3,9 +3,10 @@ import gzip
 import numpy as np
 import pytest
 from astropy.io import fits
+from PIL import Image
+
 from frameqc.runtime.errors import FrameError
 from frameqc.runtime.frames import FITS, JPEG, PNG, list_frames, read_frame, sniff
-from PIL import Image
 
 
 def test_sniff_by_bytes():

@@ -2,10 +2,12 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.nddata import block_reduce
-from conftest import run_cli
+
 from frameqc.runtime.errors import FrameError
 from frameqc.runtime.imbin import bin_file, binned_name
 from frameqc.runtime.synthetic import make_frame, write_fits
+
+from conftest import run_cli
 
 
 @pytest.mark.parametrize("name,out", [("h_e_1.fits", "h_e_1_bin9.fits"),

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from frameqc.runtime.binning import median_bin
 from frameqc.runtime.errors import FrameError, UsageError
 from frameqc.runtime.frames import FITS, JPEG, PNG, Frame

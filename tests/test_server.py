@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
 from PIL import Image
+
+from conftest import run_cli
 
 pytest.importorskip("torch")  # the model comes from the session's export
 
@@ -36,6 +37,7 @@ sys.exit(code)
 def wobble_model(exported, tmp_path_factory) -> Path:
     """The exported int8 network with the wobble classifier's card (rgb, Wobble >= 0.6)."""
     import onnx
+
     from frameqc.runtime.card import ModelCard
     from frameqc.runtime.model import Model
 
