@@ -128,6 +128,8 @@ class LocalHandler(socketserver.StreamRequestHandler):
 
     def answer(self, request: dict) -> None:
         svc = self.server.service
+        if not isinstance(request, dict):
+            raise UsageError("a request is a JSON object")
         op = request.get("op")
         if op == "status":
             self.reply(svc.status())
@@ -219,6 +221,13 @@ class _Limited:
         finally:
             self.service.slots.release()
 
+    def handle_error(self, request, client_address) -> None:
+        """A bug met by one request: one log line, the connection closed, the server on."""
+        exc = sys.exc_info()[1]
+        self.service.count(errors=1)
+        self.service.err.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} internal error "
+                               f"({type(exc).__name__}: {exc}); request dropped\n")
+
 
 class LocalServer(_Limited, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
@@ -260,6 +269,9 @@ def serve(model: Model, socket_path: Path, tcp: str | None = None, log: str | No
           max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT,
           err: TextIO = sys.stderr) -> int:
     """Serve until SIGTERM or SIGINT; the socket file is removed on the way out."""
+    import astropy.io.fits  # noqa: F401 -- imported here, once: a first import racing in
+    import PIL.Image  # noqa: F401        two handler threads can fail half-initialised
+
     service = Service(model, log, max_bytes, timeout, err)
     size = model.card.input_size
     model.predict(np.zeros((1, 3, size, size), np.float32))  # warm up: the first run is slow

@@ -211,6 +211,20 @@ def test_memory_flat_over_1000_requests(wobble_server):
     assert after - before < 30 * 1024
 
 
+@pytest.mark.parametrize("line", [b"[1, 2]\n", b"not json\n", b'{"op": "dance"}\n',
+                                  b'{"op": "classify", "paths": ["relative.fits"]}\n',
+                                  b'{"op": "classify"}\n', b"\xff\xfe\n"])
+def test_bad_local_requests_get_an_error_line(wobble_server, line):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(wobble_server.sock))
+        s.settimeout(30)
+        s.sendall(line)
+        reply = json.loads(s.makefile("rb").readline())
+    assert set(reply) == {"error"} and "\n" not in reply["error"]
+    assert "Traceback" not in wobble_server.log.read_text()
+    assert wobble_server.status()["pid"] == wobble_server.proc.pid
+
+
 def test_status_and_socket_mode(wobble_server, wobble_model):
     status = wobble_server.status()
     assert status["model"]["path"] == os.path.realpath(wobble_model)

@@ -1,0 +1,339 @@
+"""frameqc's benchmark: the seed's torch one-shot against frameqc, on the same frames.
+
+Measures, in one run on this machine: (a) the torch one-shot as the seed ran it, (b)
+frameqc cold one-shots (fp32, int8), (c) resident one-shots through ``frameqc serve``,
+(d) batch throughput over full-size frames, (e) the peak RSS of each, (f) the network's
+FLOP rate against this machine's sgemm, and the per-stage time of one full-size frame.
+Prints a table with the targets and writes everything as JSON.
+
+    python bench/run.py                       # makes its own weights, models and frames
+    python bench/run.py --weights W.pt --model M.onnx --frames 100 --repeat 5
+
+(a) and the made-up weights need the export extra (torch); without torch, give --model
+and (a) is left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+FRAMEQC = [sys.executable, "-c", "from frameqc.runtime.cli import entry; entry()"]
+TARGETS = {
+    "cold int8 one-shot vs torch one-shot": (">=", 8.0),
+    "resident one-shot vs torch one-shot": (">=", 30.0),
+    "batch int8 frames/s": (">=", 10.0),
+    "cold int8 one-shot peak RSS MB": ("<=", 400.0),
+    "fp32 inference / sgemm rate": (">=", 0.70),
+}
+
+
+def run_repeated(cmd: list[str], n: int, env: dict | None = None) -> dict:
+    walls, peaks = [], []
+    for _ in range(n):
+        wall, peak = child_stats(cmd, env)
+        walls.append(wall)
+        peaks.append(peak)
+    return summary(walls) | {"peak_rss_mb": round(max(peaks), 1)}
+
+
+#: Runs a command as a child of this small process, so that the child's peak RSS is its
+#: own and not the benchmark's (a child forked from a process holding torch inherits it).
+LAUNCHER = """
+import json, os, sys, time
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(json.dumps({"wall": time.perf_counter() - t0, "rss_mb": usage.ru_maxrss / 1024,
+                  "code": os.waitstatus_to_exitcode(status)}), file=sys.stderr)
+"""
+
+
+def child_stats(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one run of ``cmd``."""
+    proc = subprocess.run([sys.executable, "-c", LAUNCHER, *cmd], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                          env={**os.environ, **(env or {})}, text=True)
+    *errors, last = proc.stderr.strip().splitlines() or [""]
+    stats = json.loads(last) if last.startswith("{") else {"code": proc.returncode}
+    if stats["code"] != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {stats['code']}: "
+                           f"{' '.join(errors)[-500:]}")
+    return stats["wall"], stats["rss_mb"]
+
+
+def summary(values: list[float]) -> dict:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"n": len(values), "median_s": round(statistics.median(values), 4),
+            "p95_s": round(p95, 4), "min_s": round(ordered[0], 4)}
+
+
+def make_weights(work: Path) -> Path:
+    """A vgg16 + head state_dict with random weights (the real ones are not public)."""
+    import torch
+
+    from frameqc.export.network import build_vgg16
+
+    path = work / "vgg16-random.pt"
+    if not path.exists():
+        torch.manual_seed(0)
+        torch.save(build_vgg16(2).state_dict(), path)
+    return path
+
+
+def make_frames(directory: Path, n: int) -> list[Path]:
+    from frameqc.runtime.synthetic import KINDS, make_frame, write_fits
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = directory / f"frame_{i:03d}.fits"
+        if not p.exists():
+            write_fits(p, make_frame(KINDS[i % 3], 2048, 5000 + i))
+        paths.append(p)
+    return paths
+
+
+def vgg16_macs(size: int = 224, n_classes: int = 2, hidden: int = 256) -> int:
+    """Multiply-accumulates of one vgg16 + head inference."""
+    from frameqc.runtime.vgg16_graph import CONFIG
+
+    macs, c_in, s = 0, 3, size
+    for v in CONFIG:
+        if v == "M":
+            s //= 2
+        else:
+            macs += s * s * c_in * v * 9
+            c_in = v
+    return macs + 25088 * 4096 + 4096 * 4096 + 4096 * hidden + hidden * n_classes
+
+
+def sgemm_gflops(n: int = 4096, repeat: int = 3) -> float:
+    """numpy's float32 matrix product (OpenBLAS, all usable cores): the reference rate."""
+    a = np.random.default_rng(0).random((n, n), np.float32)
+    b = np.random.default_rng(1).random((n, n), np.float32)
+    a @ b
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / min(times) / 1e9
+
+
+def inference_rate(model_path: Path, batch: int, repeat: int) -> dict:
+    from frameqc.runtime.model import Model
+
+    model = Model(model_path)
+    x = np.random.default_rng(0).random((batch, 3, 224, 224), np.float32)
+    model.predict(x)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        model.predict(x)
+        times.append((time.perf_counter() - t0) / batch)
+    return {"batch": batch, "seconds_per_frame": round(statistics.median(times), 4),
+            "gflops": round(2 * vgg16_macs() / statistics.median(times) / 1e9, 1)}
+
+
+def stage_timings(model_path: Path, frames: list[Path]) -> dict:
+    from frameqc.runtime.model import Model
+    from frameqc.runtime.pipeline import prepare
+    from frameqc.runtime.recipes import AsinhRecipe
+
+    model = Model(model_path)
+    stages: dict[str, list[float]] = {"read": [], "bin": [], "prepare": [], "infer": []}
+    for f in frames:
+        p = prepare(f, AsinhRecipe())
+        t0 = time.perf_counter()
+        model.predict(p.tensor[None])
+        p.timings["infer"] = time.perf_counter() - t0
+        for k in stages:
+            stages[k].append(p.timings[k])
+    return {k: round(statistics.median(v), 4) for k, v in stages.items()}
+
+
+class Server:
+    def __init__(self, model: Path, sock: Path) -> None:
+        self.proc = subprocess.Popen([*FRAMEQC, "serve", "--model", str(model), "--socket",
+                                      str(sock)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        env = {"FRAMEQC_SOCKET": str(sock)}
+        for _ in range(600):
+            if subprocess.run([*FRAMEQC, "status"], env={**os.environ, **env},
+                              capture_output=True).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def rss_mb(self) -> float:
+        text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(text.split("VmHWM:")[1].split()[0]) / 1024
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def bench(args: argparse.Namespace) -> dict:
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    have_torch = _has_torch()
+    weights = Path(args.weights) if args.weights else (make_weights(work) if have_torch else None)
+    model = Path(args.model) if args.model else work / "model.onnx"
+    int8 = model.with_name(model.name[:-5] + ".int8.onnx")
+    if not model.exists() or not int8.exists():
+        if weights is None:
+            raise SystemExit("give --model M.onnx (with M.int8.onnx beside it) or install torch")
+        print(f"exporting {weights} -> {model} (+ int8), once", file=sys.stderr)
+        subprocess.run([*FRAMEQC, "export", str(weights), "--labels", "Shutter,OK",
+                        "--alert", "Shutter", "-o", str(model), "--int8"], check=True,
+                       stdout=subprocess.DEVNULL)
+    frames = make_frames(work / "frames", args.frames)
+    frame = frames[0]
+    nosock = {"FRAMEQC_SOCKET": str(work / "no-server.sock")}
+    r: dict = {"machine": {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
+                           "python": platform.python_version(), "platform": platform.platform()},
+               "frames": len(frames), "repeat": args.repeat}
+
+    if weights is not None and have_torch:
+        binned = work / "frame_000_bin9.fits"
+        subprocess.run([*FRAMEQC, "bin", "-b", "9", "--overwrite", "-o", str(work), str(frame)],
+                       check=True, stdout=subprocess.DEVNULL)
+        print("(a) torch one-shot", file=sys.stderr)
+        r["torch_oneshot"] = run_repeated([sys.executable, str(HERE / "seed_oneshot.py"),
+                                           str(weights), "2", str(binned)], args.repeat)
+    for name, m in (("fp32", model), ("int8", int8)):
+        print(f"(b) cold one-shot {name}", file=sys.stderr)
+        r[f"cold_{name}"] = run_repeated([*FRAMEQC, "classify", "--model", str(m), str(frame)],
+                                         args.repeat, nosock)
+    with tempfile.TemporaryDirectory() as tmp:
+        sock = Path(tmp) / "bench.sock"
+        for name, m in (("int8", int8), ("fp32", model)):
+            print(f"(c) resident one-shots {name}", file=sys.stderr)
+            server = Server(m, sock)
+            try:
+                res = run_repeated([*FRAMEQC, "classify", "--model", str(m), str(frame)],
+                                   args.resident, {"FRAMEQC_SOCKET": str(sock)})
+                res["server_peak_rss_mb"] = round(server.rss_mb(), 1)
+                r[f"resident_{name}"] = res
+            finally:
+                server.stop()
+    for name, m in (("int8", int8), ("fp32", model)):
+        print(f"(d) batch {name} over {len(frames)} frames", file=sys.stderr)
+        wall, peak = child_stats([*FRAMEQC, "classify", "--model", str(m), "--format", "csv",
+                                  str(work / "frames")], nosock)
+        r[f"batch_{name}"] = {"frames": len(frames), "seconds": round(wall, 2),
+                              "frames_per_s": round(len(frames) / wall, 2),
+                              "peak_rss_mb": round(peak, 1)}
+    print("(f) FLOP rate and stages", file=sys.stderr)
+    r["sgemm_gflops"] = round(sgemm_gflops(), 1)
+    r["fp32_inference"] = inference_rate(model, 8, args.repeat)
+    r["fp32_inference_batch1"] = inference_rate(model, 1, args.repeat)
+    r["int8_inference_batch1"] = inference_rate(int8, 1, args.repeat)
+    r["vgg16_gmacs"] = round(vgg16_macs() / 1e9, 2)
+    r["stages_fp32_2048"] = stage_timings(model, frames[:20])
+    return r
+
+
+def _has_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def report(r: dict) -> str:
+    rows = []
+    torch_s = r.get("torch_oneshot", {}).get("median_s")
+
+    def ratio(s: float) -> str:
+        return f"{torch_s / s:.1f}x" if torch_s else "-"
+
+    def row(what: str, s: float | None, rss: float | None, note: str = "") -> None:
+        rows.append((what, f"{s:.3f}" if s is not None else "-", ratio(s) if s else "-",
+                     f"{rss:.0f}" if rss else "-", note))
+
+    if torch_s:
+        row("torch one-shot (seed, pre-binned frame)", torch_s,
+            r["torch_oneshot"]["peak_rss_mb"])
+    for k in ("fp32", "int8"):
+        c = r[f"cold_{k}"]
+        row(f"frameqc cold one-shot {k} (2048x2048)", c["median_s"], c["peak_rss_mb"],
+            f"p95 {c['p95_s']:.3f}")
+    for k in ("int8", "fp32"):
+        c = r[f"resident_{k}"]
+        row(f"frameqc resident one-shot {k}", c["median_s"], c["peak_rss_mb"],
+            f"p95 {c['p95_s']:.3f}; server {c['server_peak_rss_mb']:.0f} MB")
+    for k in ("int8", "fp32"):
+        b = r[f"batch_{k}"]
+        row(f"frameqc batch {k}, {b['frames']} frames", b["seconds"] / b["frames"],
+            b["peak_rss_mb"], f"{b['frames_per_s']:.1f} frames/s")
+    w = max(len(x[0]) for x in rows)
+    out = [f"{'':<{w}}  {'seconds':>8}  {'speed-up':>8}  {'peak MB':>7}  notes"]
+    out += [f"{a:<{w}}  {b:>8}  {c:>8}  {d:>7}  {e}" for a, b, c, d, e in rows]
+    inf = r["fp32_inference"]
+    out.append("")
+    out.append(f"fp32 inference {inf['seconds_per_frame']:.3f} s/frame (batch 8) = "
+               f"{inf['gflops']:.0f} GFLOP/s; sgemm {r['sgemm_gflops']:.0f} GFLOP/s "
+               f"-> {inf['gflops'] / r['sgemm_gflops']:.0%} of the machine's rate "
+               f"(vgg16: {r['vgg16_gmacs']} GMAC/frame)")
+    out.append(f"batch 1: fp32 {r['fp32_inference_batch1']['seconds_per_frame']:.3f} s, "
+               f"int8 {r['int8_inference_batch1']['seconds_per_frame']:.3f} s")
+    st = r["stages_fp32_2048"]
+    out.append("one 2048x2048 frame, median stages: " +
+               ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in st.items()))
+    checks = {
+        "cold int8 one-shot vs torch one-shot":
+            torch_s / r["cold_int8"]["median_s"] if torch_s else None,
+        "resident one-shot vs torch one-shot":
+            torch_s / r["resident_int8"]["median_s"] if torch_s else None,
+        "batch int8 frames/s": r["batch_int8"]["frames_per_s"],
+        "cold int8 one-shot peak RSS MB": r["cold_int8"]["peak_rss_mb"],
+        "fp32 inference / sgemm rate": inf["gflops"] / r["sgemm_gflops"],
+    }
+    out.append("")
+    for name, value in checks.items():
+        op, goal = TARGETS[name]
+        ok = value is not None and (value >= goal if op == ">=" else value <= goal)
+        shown = "-" if value is None else f"{value:.2f}"
+        out.append(f"target {name} {op} {goal:g}: {shown}  {'met' if ok else 'NOT MET'}")
+    r["targets"] = checks
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", help="state_dict for the torch one-shot (default: made up)")
+    p.add_argument("--model", help="fp32 model; its .int8.onnx beside it (default: exported)")
+    p.add_argument("--frames", type=int, default=100, help="full-size frames for the batch")
+    p.add_argument("--repeat", type=int, default=5, help="runs of each one-shot")
+    p.add_argument("--resident", type=int, default=20, help="resident one-shots")
+    p.add_argument("--work", default=str(Path.home() / ".cache" / "frameqc" / "bench"),
+                   help="where weights, models and frames are kept between runs")
+    p.add_argument("--out", default=str(HERE / "results" / "latest.json"))
+    args = p.parse_args()
+    r = bench(args)
+    text = report(r)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(r, indent=2) + "\n")
+    print(f"\nsaved {args.out}")
+
+
+if __name__ == "__main__":
+    main()

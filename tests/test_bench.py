@@ -1,0 +1,25 @@
+"""The benchmark's own arithmetic: the network's size and a child's peak memory."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+
+from run import child_stats, summary, vgg16_macs
+
+
+def test_vgg16_macs_is_the_known_figure():
+    """torchvision's vgg16 is 15,470,264,320 MAC at 224x224; ours swaps its last layer."""
+    stock_last, head = 4096 * 1000, 4096 * 256 + 256 * 2
+    assert vgg16_macs() - head + stock_last == 15_470_264_320
+
+
+def test_child_peak_rss_is_its_own():
+    wall, rss = child_stats([sys.executable, "-c", "b = bytearray(200 * 2**20); b[::4096] = "
+                             "b'x' * len(b[::4096])"])
+    assert 200 <= rss < 300 and wall > 0
+
+
+def test_summary_median_and_p95():
+    s = summary([float(v) for v in range(1, 21)])
+    assert s["median_s"] == 10.5 and s["p95_s"] == 19.0 and s["min_s"] == 1.0
