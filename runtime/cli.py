@@ -325,6 +325,60 @@ def add_status(sub) -> None:
     p.set_defaults(func=cmd_status)
 
 
+# -- watch ------------------------------------------------------------------------------
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from .demo import cache_dir
+    from .model import resolve_model_path
+    from .pipeline import Classifier
+    from .recipes import make_recipe
+    from .watch import Watcher, default_state
+
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: not a directory")
+    model = _load_model(resolve_model_path(args.model), args.threads)
+    card = model.card
+    classifier = Classifier(model, make_recipe(card.recipe, card.input_size), args.threshold)
+    emit = _Emitter(args, 0)
+    emit.start(card.labels, card.model_id)
+    state = Path(args.state) if args.state else default_state(directory, cache_dir())
+    watcher = Watcher(classifier, directory, state, emit, args.settle)
+    if args.once:
+        watcher.scan()
+    else:
+        print(f"frameqc watch: {directory} with {model.path}; state in {state}",
+              file=sys.stderr, flush=True)
+        watcher.run(args.interval)
+    return emit.finish() if args.once else EXIT_OK
+
+
+def add_watch(sub) -> None:
+    p = sub.add_parser(
+        "watch", help="classify each new frame in a folder once, when it is complete",
+        description="Watch an incoming folder: each frame is classified once, after it has "
+                    "stopped changing, and what was done is remembered across restarts "
+                    "(in a state file outside the folder). Stops on SIGTERM/SIGINT.",
+        epilog="examples:\n  frameqc watch --model /models/touse2.onnx /data/incoming "
+               "--log classifier.log\n"
+               "  frameqc watch --model m.onnx --once /data/incoming   # catch up, then exit")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--model", "-m", help="model .onnx (default: $FRAMEQC_MODEL)")
+    p.add_argument("--format", "-f", choices=("text", "json", "csv"), default="text")
+    p.add_argument("--threshold", type=_threshold, help="alert threshold (default: the card's)")
+    p.add_argument("--log", metavar="FILE", help="append one JSON line per frame to FILE")
+    p.add_argument("--state", metavar="FILE",
+                   help="what was done (default: under ~/.cache/frameqc/watch)")
+    p.add_argument("--interval", type=float, default=2.0, metavar="S",
+                   help="seconds between scans (default 2)")
+    p.add_argument("--settle", type=float, default=2.0, metavar="S",
+                   help="a frame unchanged this long is complete (default 2)")
+    p.add_argument("--once", action="store_true",
+                   help="scan once and exit (exit 1 if a frame failed)")
+    p.add_argument("--threads", type=_positive_int, help="inference threads")
+    p.set_defaults(func=cmd_watch)
+
+
 # -- demo -------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -347,7 +401,8 @@ def add_demo(sub) -> None:
 # -- entry point ------------------------------------------------------------------------
 
 BUILTIN: dict[str, Callable] = {"classify": add_classify, "info": add_info, "bin": add_bin,
-                                "serve": add_serve, "status": add_status, "demo": add_demo}
+                                "serve": add_serve, "status": add_status, "watch": add_watch,
+                                "demo": add_demo}
 
 
 def _plugins() -> dict[str, Callable]:
