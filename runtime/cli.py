@@ -100,6 +100,21 @@ class _Emitter:
         return EXIT_FRAME_FAILED if self.failed else EXIT_OK
 
 
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """The options of every command that loads a model."""
+    p.add_argument("--model", "-m", help="model .onnx (default: $FRAMEQC_MODEL)")
+    p.add_argument("--threads", type=_positive_int,
+                   help="inference threads (default: $FRAMEQC_THREADS, else usable CPUs)")
+
+
+def _result_args(p: argparse.ArgumentParser) -> None:
+    """The options of every command that writes decisions."""
+    p.add_argument("--format", "-f", choices=("text", "json", "csv"), default="text")
+    p.add_argument("--threshold", type=_threshold,
+                   help="alert threshold (default: the model card's)")
+    p.add_argument("--log", metavar="FILE", help="append one JSON line per frame to FILE")
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     """Classify through a running server when one serves this model, else locally."""
     from .card import parse_binning
@@ -189,17 +204,12 @@ def add_classify(sub) -> None:
                "exit status: 0 all classified, 1 some frame failed, 2 usage or model error")
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="frame file, directory of frames, or - for paths on stdin")
-    p.add_argument("--model", "-m", help="model .onnx (default: $FRAMEQC_MODEL)")
-    p.add_argument("--format", "-f", choices=("text", "json", "csv"), default="text")
-    p.add_argument("--threshold", type=_threshold,
-                   help="alert threshold (default: the model card's)")
+    _model_args(p)
+    _result_args(p)
     p.add_argument("--bin", metavar="auto|none|N",
                    help="median binning of FITS frames (default: the card's, auto)")
-    p.add_argument("--log", metavar="FILE", help="append one JSON line per frame to FILE")
     p.add_argument("--preview", metavar="DIR",
                    help="save the prepared 224x224 image the network saw as DIR/NAME.png")
-    p.add_argument("--threads", type=_positive_int,
-                   help="inference threads (default: $FRAMEQC_THREADS, else usable CPUs)")
     p.add_argument("--socket", metavar="PATH",
                    help="insist on the server at PATH (default: use the server on "
                         "$FRAMEQC_SOCKET or the default socket if it answers, else run here)")
@@ -281,7 +291,7 @@ def add_serve(sub) -> None:
                "  frameqc serve --model wobble.onnx --tcp 127.0.0.1:8225 --log serve.log\n\n"
                "default socket: $FRAMEQC_SOCKET, else $XDG_RUNTIME_DIR/frameqc.sock, "
                "else /tmp/frameqc-UID.sock")
-    p.add_argument("--model", "-m", help="model .onnx (default: $FRAMEQC_MODEL)")
+    _model_args(p)
     p.add_argument("--socket", metavar="PATH", help="unix socket path (mode 0660)")
     p.add_argument("--tcp", metavar="HOST:PORT",
                    help="also serve the upstream TCP protocol (host defaults to 127.0.0.1)")
@@ -291,7 +301,6 @@ def add_serve(sub) -> None:
                    metavar="N", help=f"largest TCP image accepted (default {DEFAULT_MAX_BYTES})")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
                    help=f"read and idle timeout in seconds (default {DEFAULT_TIMEOUT:g})")
-    p.add_argument("--threads", type=_positive_int, help="inference threads")
     p.set_defaults(func=cmd_serve)
 
 
@@ -363,10 +372,8 @@ def add_watch(sub) -> None:
                "--log classifier.log\n"
                "  frameqc watch --model m.onnx --once /data/incoming   # catch up, then exit")
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("--model", "-m", help="model .onnx (default: $FRAMEQC_MODEL)")
-    p.add_argument("--format", "-f", choices=("text", "json", "csv"), default="text")
-    p.add_argument("--threshold", type=_threshold, help="alert threshold (default: the card's)")
-    p.add_argument("--log", metavar="FILE", help="append one JSON line per frame to FILE")
+    _model_args(p)
+    _result_args(p)
     p.add_argument("--state", metavar="FILE",
                    help="what was done (default: under ~/.cache/frameqc/watch)")
     p.add_argument("--interval", type=float, default=2.0, metavar="S",
@@ -375,7 +382,6 @@ def add_watch(sub) -> None:
                    help="a frame unchanged this long is complete (default 2)")
     p.add_argument("--once", action="store_true",
                    help="scan once and exit (exit 1 if a frame failed)")
-    p.add_argument("--threads", type=_positive_int, help="inference threads")
     p.set_defaults(func=cmd_watch)
 
 
