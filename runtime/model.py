@@ -25,18 +25,30 @@ DATA_SUFFIX = ".data"  # MODEL.onnx keeps graph and card, MODEL.onnx.data the we
 
 
 def available_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota."""
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (v2 or v1)."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         n = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(n, quota) if quota else n)
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Whole CPUs a container's cgroup allows (rounded down, at least 1), None if unlimited."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, int(quota) // int(period)))
+        quota, period = (root / "cpu.max").read_text().split()[:2]  # cgroup v2
+        if quota == "max":
+            return None
+        return max(1, int(quota) // int(period))
     except (OSError, ValueError):
         pass
-    return max(1, n)
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())  # cgroup v1
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else max(1, quota // period)
 
 
 def resolve_threads(threads: int | None) -> int:

@@ -55,3 +55,37 @@ def test_classify_with_no_frames(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     code, _, err = run_cli("classify", "--model", "m.onnx", str(tmp_path), "-")
     assert code == 2 and "no frames given" in err
+
+
+@pytest.mark.parametrize("files,expected", [
+    ({"cpu.max": "150000 100000\n"}, 1), ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu.max": "400000 100000"}, 4),
+    ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({}, None),
+])
+def test_cgroup_quota_v1_and_v2(tmp_path, files, expected):
+    from frameqc.runtime.model import cgroup_cpu_quota
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpu_quota(tmp_path) == expected
+
+
+def test_log_is_whole_with_concurrent_writers(tmp_path):
+    """Four processes appending at once: every line whole, none lost."""
+    import json
+
+    script = ("import sys; from frameqc.runtime.output import append_log\n"
+              "for i in range(200):\n"
+              "    append_log(sys.argv[1], {'path': 'x' * 3000, 'writer': sys.argv[2], 'i': i},"
+              " {'read': 0.1})\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "log"), str(w)])
+             for w in range(4)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    lines = (tmp_path / "log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert len(entries) == 800
+    assert {(e["writer"], e["i"]) for e in entries} == {(str(w), i) for w in range(4)
+                                                         for i in range(200)}
