@@ -80,7 +80,7 @@ class _Emitter:
         from .output import Writer
 
         if self.writer is None:
-            self.writer = Writer(self.args.format, sys.stdout, sys.stderr, labels, model_id)
+            self.writer = Writer(self.args.format, sys.stdout, sys.stderr, labels)
         self.model_id = model_id
 
     def __call__(self, rec: dict, timings: dict[str, float]) -> None:
@@ -132,8 +132,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     conn = None if args.preview else connect(args.socket,
                                              args.model or os.environ.get(MODEL_ENV))
     if conn is not None:
-        card = conn.status["card"]
-        emit.start(card["labels"], card["weights_sha256"][:12])
+        emit.start(conn.status["card"]["labels"], conn.status["model_id"])
         try:
             replies = conn.classify([os.path.abspath(p) for _, p in sources], args.bin,
                                     args.threshold)
@@ -179,13 +178,11 @@ def _classify_here(args: argparse.Namespace, sources: list[tuple[str, str]],
     from .model import resolve_model_path
     from .output import record, write_preview
     from .pipeline import Classifier
-    from .recipes import make_recipe
 
     model = _load_model(resolve_model_path(args.model), args.threads)
     card = model.card
     binning = parse_binning(args.bin) if args.bin is not None else None
-    classifier = Classifier(model, make_recipe(card.recipe, card.input_size, binning),
-                            args.threshold)
+    classifier = Classifier(model, binning, args.threshold)
     emit.start(card.labels, card.model_id)
     for result in classifier.run(sources):
         if args.preview and result.prepared is not None:
@@ -340,7 +337,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from .demo import cache_dir
     from .model import resolve_model_path
     from .pipeline import Classifier
-    from .recipes import make_recipe
     from .watch import Watcher, default_state
 
     directory = Path(args.dir)
@@ -348,7 +344,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         raise UsageError(f"{directory}: not a directory")
     model = _load_model(resolve_model_path(args.model), args.threads)
     card = model.card
-    classifier = Classifier(model, make_recipe(card.recipe, card.input_size), args.threshold)
+    classifier = Classifier(model, threshold=args.threshold)
     emit = _Emitter(args, 0)
     emit.start(card.labels, card.model_id)
     state = Path(args.state) if args.state else default_state(directory, cache_dir())

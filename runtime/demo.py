@@ -156,7 +156,7 @@ def run(out: TextIO = sys.stdout, err: TextIO = sys.stderr, directory: Path | No
     t0 = time.perf_counter()
     model = Model(model_path)
     load_s = time.perf_counter() - t0
-    classifier = Classifier(model, AsinhRecipe())
+    classifier = Classifier(model)
     rows, right = [], 0
     for result, (path, kind) in zip(classifier.run((str(p), p) for p, _ in frames), frames):
         d = result.decision

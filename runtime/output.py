@@ -35,9 +35,8 @@ def record(r: Result, model_id: str) -> dict:
 class Writer:
     """Writes records to a stream in one of FORMATS; failures go to stderr as one line."""
 
-    def __init__(self, fmt: str, out: TextIO, err: TextIO, labels: Sequence[str],
-                 model_id: str) -> None:
-        self.fmt, self.out, self.err, self.model_id = fmt, out, err, model_id
+    def __init__(self, fmt: str, out: TextIO, err: TextIO, labels: Sequence[str]) -> None:
+        self.fmt, self.out, self.err = fmt, out, err
         self.labels = list(labels)
         self._csv = None
         if fmt == "csv":

@@ -14,11 +14,12 @@ from itertools import islice
 
 import numpy as np
 
+from .card import Binning
 from .decision import Decision, decide
 from .errors import FrameError
 from .frames import Source, read_frame
 from .model import Model
-from .recipes import Prepared, Recipe
+from .recipes import Prepared, Recipe, make_recipe
 
 
 @dataclass
@@ -47,12 +48,17 @@ def prepare(source: Source, recipe: Recipe) -> Prepared:
 
 
 class Classifier:
-    """A model with its recipe and decision rule: what ``classify`` and ``serve`` run."""
+    """A model with its card's recipe and decision rule: what every command runs.
 
-    def __init__(self, model: Model, recipe: Recipe, threshold: float | None = None) -> None:
+    ``binning`` and ``threshold`` override the card's, as ``--bin`` and ``--threshold`` do.
+    """
+
+    def __init__(self, model: Model, binning: Binning | None = None,
+                 threshold: float | None = None) -> None:
+        card = model.card
         self.model = model
-        self.recipe = recipe
-        self.threshold = model.card.threshold if threshold is None else threshold
+        self.recipe = make_recipe(card.recipe, card.input_size, binning)
+        self.threshold = card.threshold if threshold is None else threshold
 
     def _prepare_all(self, sources: list[tuple[str, Source]]) -> list[Result]:
         out = []

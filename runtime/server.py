@@ -39,7 +39,6 @@ from .protocol import (
     recv_exact,
     send,
 )
-from .recipes import make_recipe
 
 MAX_CLIENTS = 32
 
@@ -51,7 +50,7 @@ class Service:
                  err: TextIO = sys.stderr) -> None:
         self.model, self.card = model, model.card
         self.identity = file_identity(model.path)
-        self.classifier = Classifier(model, make_recipe(self.card.recipe, self.card.input_size))
+        self.classifier = Classifier(model)
         self.log, self.err = log, err
         self.max_bytes, self.timeout = max_bytes, timeout
         self.started = time.time()
@@ -68,18 +67,18 @@ class Service:
 
     def status(self) -> dict:
         return {"version": __version__, "pid": os.getpid(), "model": self.identity,
-                "card": asdict(self.card), "uptime": round(time.time() - self.started, 1),
+                "model_id": self.card.model_id, "card": asdict(self.card),
+                "uptime": round(time.time() - self.started, 1),
                 "requests": self.requests, "frames": self.frames, "errors": self.errors,
                 "endpoints": self.endpoints}
 
     def classifier_for(self, binning, threshold) -> Classifier:
         if binning is None and threshold is None:
             return self.classifier
-        recipe = make_recipe(self.card.recipe, self.card.input_size,
-                             None if binning is None else parse_binning(binning))
+        binning = None if binning is None else parse_binning(binning)
         if threshold is not None and not 0 < float(threshold) <= 1:
             raise UsageError("threshold must be in (0, 1]")
-        return Classifier(self.model, recipe, threshold)
+        return Classifier(self.model, binning, threshold)
 
     def note(self, client: str, rec: dict, timings: dict[str, float]) -> None:
         """One log line per frame: to --log as JSON, else a short line on stderr."""
