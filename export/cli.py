@@ -26,13 +26,8 @@ examples:
       --recipe rgb -o wobble.onnx"""
 
 
-def command(sub) -> None:
-    """Add the ``export`` subcommand to the ``frameqc`` parser."""
-    p = sub.add_parser("export", help="export a vgg16 state_dict to a validated ONNX model "
-                       "(needs the export extra)", description=DESCRIPTION, epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("weights", metavar="WEIGHTS.pt")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+def _card_args(p: argparse.ArgumentParser) -> None:
+    """What the model means: a card file and/or flags on top of it (export and train)."""
     p.add_argument("--card", metavar="CARD.toml",
                    help="labels, alerts, threshold and recipe from a card file (models/)")
     p.add_argument("--labels", help="class names in output index order, comma-separated")
@@ -41,11 +36,25 @@ def command(sub) -> None:
     p.add_argument("--threshold", type=float, help="alert threshold (default 0.5)")
     p.add_argument("--recipe", choices=("asinh", "rgb"),
                    help="preparation: asinh (FITS, default) or rgb (JPEG/PNG)")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx")
-    p.add_argument("--calibration", metavar="DIR",
-                   help="frames to validate and calibrate on (default: synthetic frames)")
     p.add_argument("--atol", type=float, default=1e-4,
                    help="largest |dp| allowed between ONNX and torch (default 1e-4)")
+
+
+def command(sub) -> None:
+    """Add the ``export`` subcommand to the ``frameqc`` parser."""
+    p = sub.add_parser("export", help="export a vgg16 state_dict to a validated ONNX model "
+                       "(needs the export extra)", description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("weights", metavar="WEIGHTS.pt")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    _card_args(p)
+    _export_args(p)
+    p.add_argument("--calibration", metavar="DIR",
+                   help="frames to validate and calibrate on (default: synthetic frames)")
     p.set_defaults(func=run)
 
 
@@ -69,34 +78,31 @@ def resolve_card(args: argparse.Namespace) -> ModelCard:
     return base.with_(**changes)
 
 
-def run(args: argparse.Namespace) -> int:
+def _need_torch(command: str) -> None:
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise UsageError("export needs torch: pip install 'frameqc[export]'") from None
+        raise UsageError(f"{command} needs torch: pip install 'frameqc[export]'") from None
+
+
+def _output(path: str) -> Path:
+    out = Path(path)
+    if not out.parent.is_dir():
+        raise UsageError(f"{out.parent}: no such directory for the output")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    _need_torch("export")
     from frameqc.runtime.recipes import make_recipe
 
     from .frames import directory_tensors, synthetic_tensors
-    from .network import Probabilities, build_vgg16
-    from .onnx_export import export_fp32, provenance, quantize_int8
     from .weights import load_weights
 
     card = resolve_card(args)
     recipe = make_recipe(card.recipe, card.input_size)
-    out = Path(args.output)
-    if not out.parent.is_dir():
-        raise UsageError(f"{out.parent}: no such directory for the output")
-    t0 = time.perf_counter()
+    out = _output(args.output)
     weights = load_weights(args.weights)
-    if weights.n_classes != len(card.labels):
-        raise UsageError(f"the weights have {weights.n_classes} outputs but "
-                         f"{len(card.labels)} labels were given ({', '.join(card.labels)})")
-    card = card.with_(recipe=recipe.params(), weights_sha256=weights.sha256,
-                      weights_name=weights.name, precision="fp32", **provenance())
-    net = build_vgg16(weights.n_classes, weights.hidden)
-    net.load_state_dict(weights.state_dict, strict=True)
-    module = Probabilities(net).eval()
-
     if args.calibration:
         frames = directory_tensors(recipe, args.calibration)
     else:
@@ -104,14 +110,40 @@ def run(args: argparse.Namespace) -> int:
             print("frameqc export: warning: no --calibration frames; calibrating int8 on "
                   "synthetic frames", file=sys.stderr)
         frames = synthetic_tensors(recipe, 36 if args.int8 else 12)
+    export_weights(weights, card, out, frames, int8=args.int8, atol=args.atol)
+    return 0
+
+
+def export_weights(weights, card: ModelCard, out: Path, frames: list, int8: bool = False,
+                   atol: float = 1e-4) -> None:
+    """Export checked ``weights`` with ``card`` to ``out`` (and its int8 twin); print a report.
+
+    ``frames`` are prepared tensors: all of them validate fp32 against torch; for int8,
+    the first two thirds calibrate and the rest are held out to judge it.
+    """
+    from frameqc.runtime.recipes import make_recipe
+
+    from .network import Probabilities, build_vgg16
+    from .onnx_export import export_fp32, provenance, quantize_int8
+
+    t0 = time.perf_counter()
+    if weights.n_classes != len(card.labels):
+        raise UsageError(f"the weights have {weights.n_classes} outputs but "
+                         f"{len(card.labels)} labels were given ({', '.join(card.labels)})")
+    recipe = make_recipe(card.recipe, card.input_size)
+    card = card.with_(recipe=recipe.params(), weights_sha256=weights.sha256,
+                      weights_name=weights.name, precision="fp32", **provenance())
+    net = build_vgg16(weights.n_classes, weights.hidden)
+    net.load_state_dict(weights.state_dict, strict=True)
+    module = Probabilities(net).eval()
     n_cal = max(1, (len(frames) * 2) // 3) if len(frames) > 1 else 1
     calibration, held_out = frames[:n_cal], frames[n_cal:] or frames
 
-    checks = export_fp32(module, card, out, frames, atol=args.atol)
+    checks = export_fp32(module, card, out, frames, atol=atol)
     print(f"wrote {out} + .data ({_mib(out):.1f} MiB, fp32, {time.perf_counter() - t0:.1f} s)")
     for c in checks:
         print("  " + c.line())
-    if args.int8:
+    if int8:
         t1 = time.perf_counter()
         path, check = quantize_int8(out, card, calibration, held_out)
         print(f"wrote {path} + .data ({_mib(path):.1f} MiB, int8, calibrated on "
@@ -120,7 +152,82 @@ def run(args: argparse.Namespace) -> int:
     print(f"labels: {', '.join(f'{i}={n}' for i, n in enumerate(card.labels))}; "
           f"alerts: {', '.join(card.alerts) or 'none'} (threshold {card.threshold}); "
           f"recipe: {card.recipe['name']}")
+
+
+# -- train ------------------------------------------------------------------------------
+
+TRAIN_DESCRIPTION = """\
+Fine-tune the seed's network (vgg16 + its transfer head) on labelled frames
+(DATA/<label>/*.fits, or a CSV of path,label), starting from existing weights. Frames are
+prepared by the runtime's own recipe. The layers not trained are run once per frame and
+cached, so epochs are cheap on a CPU (CUDA is used when torch sees it). The best epoch on
+the validation frames is kept and written as a state_dict with the seed's keys; --export
+also writes the validated ONNX model, its card recording the training."""
+
+TRAIN_EPILOG = """\
+examples:
+  frameqc train labelled/ --init vgg16-transfer-touse2.pt --card models/touse2.toml \\
+      -o touse3.pt --export touse3.onnx --int8
+  frameqc train labelled/ --init touse2.pt --labels Shutter,OK --alert Shutter \\
+      --val held-out/ --epochs 30 --seed 7 -o touse3.pt"""
+
+
+def train_command(sub) -> None:
+    """Add the ``train`` subcommand to the ``frameqc`` parser."""
+    from .train import TUNE, Config
+
+    d = Config()
+    p = sub.add_parser("train", help="fine-tune the network on labelled frames "
+                       "(needs the export extra)", description=TRAIN_DESCRIPTION,
+                       epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", metavar="DATA", help="labelled folder or CSV of path,label")
+    p.add_argument("--init", required=True, metavar="WEIGHTS.pt|imagenet",
+                   help="weights to start from (a state_dict, or torchvision's cached "
+                        "ImageNet vgg16)")
+    p.add_argument("-o", "--output", required=True, metavar="NEW.pt")
+    _card_args(p)
+    val = p.add_mutually_exclusive_group()
+    val.add_argument("--val", metavar="DATA2", help="labelled frames to validate on")
+    val.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+                     help="else hold out this fraction of each label (default 0.2)")
+    p.add_argument("--epochs", type=_whole, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate ({d.lr:g})")
+    p.add_argument("--batch-size", type=_whole, default=d.batch_size)
+    p.add_argument("--seed", type=int, default=d.seed, help="for everything random (0)")
+    p.add_argument("--tune", choices=TUNE, default=d.tune,
+                   help="what is trained: the head (default), the whole classifier, or "
+                        "also block5's convolutions")
+    p.add_argument("--export", metavar="NEW.onnx", help="also export the trained model")
+    _export_args(p)
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    _need_torch("train")
+    from frameqc.runtime.labelled import LabelledSet
+
+    from .train import Config, train_model
+    from .weights import load_weights
+
+    card = resolve_card(args)
+    out = _output(args.output)
+    onnx_out = _output(args.export) if args.export else None
+    if args.int8 and not onnx_out:
+        raise UsageError("--int8 goes with --export NEW.onnx")
+    data = LabelledSet.load(args.data, card.labels)
+    val = LabelledSet.load(args.val, card.labels) if args.val else None
+    cfg = Config(args.epochs, args.lr, args.batch_size, args.seed, args.tune)
+    record, frames = train_model(data, val, args.val_fraction, args.init, card, out, cfg)
+    if onnx_out:
+        export_weights(load_weights(out), card.with_(training=record), onnx_out, frames,
+                       int8=args.int8, atol=args.atol)
     return 0
+
+
+def _whole(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {value!r}")
+    return int(value)
 
 
 def _mib(model: Path) -> float:

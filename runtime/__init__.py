@@ -4,6 +4,38 @@ Data flows one way, one module per step::
 
     frames (file -> array) -> binning -> recipes (array -> tensor)
     -> model (tensor -> probabilities) -> decision -> output
+
+The Python API, for notebooks and pipelines (the commands are thin layers over it)::
+
+    from frameqc.runtime import Classifier, LabelledSet, evaluate
+
+    clf = Classifier.load("touse2.onnx")                # model + card + recipe + rule
+    r = clf.classify("h_e_20250708_1_1_1_1.fits")       # a path, bytes or a numpy array
+    r.decision.label, r.decision.probabilities
+    for r in clf.run(paths): ...                        # many frames, batched, in order
+    ev = evaluate(clf, LabelledSet.load("labelled/"))   # accuracy, confusion, per_label
+    ev.to_dict()
+
+Names are imported on first use, so ``import frameqc.runtime`` costs nothing.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
 __version__ = "0.1.0"
+
+_API = {"Classifier": "pipeline", "Result": "pipeline", "Model": "model",
+        "ModelCard": "card", "Decision": "decision", "decide": "decision",
+        "Frame": "frames", "read_frame": "frames", "LabelledSet": "labelled",
+        "Evaluation": "evaluation", "evaluate": "evaluation", "write_report": "report",
+        "FrameQCError": "errors", "FrameError": "errors", "ModelError": "errors",
+        "UsageError": "errors"}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -41,6 +41,7 @@ class ModelCard:
     torch_version: str = ""
     onnx_version: str = ""
     notes: str = ""
+    training: dict[str, Any] = field(default_factory=dict)  # what `frameqc train` did
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -107,6 +108,8 @@ class ModelCard:
         rows["labels"] = ", ".join(f"{i}={name}" for i, name in enumerate(self.labels))
         rows["alerts"] = ", ".join(self.alerts) or "(none: top class)"
         rows["recipe"] = " ".join(f"{k}={v}" for k, v in self.recipe.items())
+        rows["training"] = " ".join(f"{k}={json.dumps(v) if isinstance(v, (dict, list)) else v}"
+                                    for k, v in self.training.items())
         width = max(map(len, rows))
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows.items() if v != "")
 

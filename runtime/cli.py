@@ -77,14 +77,16 @@ class _Emitter:
 
     def start(self, labels, model_id: str) -> None:
         """Open the output for a model's labels; kept if a second source takes over."""
-        from .output import Writer
+        from .output import Writer, prepare_sort_dir
 
         if self.writer is None:
             self.writer = Writer(self.args.format, sys.stdout, sys.stderr, labels)
+            if self.args.sort_into:
+                prepare_sort_dir(self.args.sort_into, labels)
         self.model_id = model_id
 
     def __call__(self, rec: dict, timings: dict[str, float]) -> None:
-        from .output import append_log
+        from .output import append_log, sort_into
 
         self.done += 1
         self.failed += "error" in rec
@@ -93,6 +95,8 @@ class _Emitter:
         self.writer.write(rec)
         if self.args.log:
             append_log(self.args.log, rec, timings, model=self.model_id)
+        if self.args.sort_into:
+            sort_into(self.args.sort_into, rec)
 
     def finish(self) -> int:
         if self.progress:
@@ -113,6 +117,9 @@ def _result_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=_threshold,
                    help="alert threshold (default: the model card's)")
     p.add_argument("--log", metavar="FILE", help="append one JSON line per frame to FILE")
+    p.add_argument("--sort-into", metavar="DIR",
+                   help="link each frame as DIR/<decided label>/NAME: a labelled set to "
+                        "correct by hand, for 'frameqc evaluate' and 'frameqc train'")
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -233,6 +240,81 @@ def add_info(sub) -> None:
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("--json", action="store_true", help="print the card as JSON")
     p.set_defaults(func=cmd_info)
+
+
+# -- evaluate ---------------------------------------------------------------------------
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Every model on the same labelled frames; figures, then an optional report."""
+    import json
+
+    from .evaluation import evaluate, format_text
+    from .labelled import LabelledSet
+    from .model import resolve_model_path
+    from .pipeline import Classifier
+
+    paths = [resolve_model_path(m) for m in (args.model or [None])]
+    data = LabelledSet.load(args.data)
+    if args.report:  # fail on an unusable report before minutes of inference
+        from .report import pyplot
+
+        pyplot()
+    evaluations = []
+    tty = sys.stderr.isatty()
+    for k, path in enumerate(paths, 1):
+        classifier = Classifier(_load_model(path, args.threads))
+        label = f"{path} ({k}/{len(paths)})"
+
+        def progress(done: int, total: int, label: str = label) -> None:
+            if tty:
+                sys.stderr.write(f"\r\033[K{label}: {done}/{total} frames")
+                sys.stderr.flush()
+
+        evaluations.append(evaluate(classifier, data, args.mistakes if args.report else 0,
+                                    name=str(path), progress=progress))
+        if tty:
+            sys.stderr.write("\r\033[K")
+    if args.format == "json":
+        for ev in evaluations:
+            print(json.dumps(ev.to_dict()))
+    else:
+        sys.stdout.write(format_text(evaluations))
+    if args.report:
+        from .report import write_report
+
+        index = write_report(evaluations, args.report, str(args.data))
+        print(f"report: {index}", file=sys.stderr)
+    return EXIT_FRAME_FAILED if any(ev.failed for ev in evaluations) else EXIT_OK
+
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="how good are models on labelled frames (accuracy, confusion, ...)",
+        description="Classify labelled frames (DATA/<label>/*.fits, or a CSV of path,label) "
+                    "with one or more models and compare with the labels: accuracy, "
+                    "per-label precision/recall/F1, the confusion matrix, and the alert "
+                    "label's precision and recall as the threshold moves. The decisions "
+                    "are exactly those 'frameqc classify' makes.",
+        epilog="examples:\n"
+               "  frameqc evaluate --model touse2.onnx labelled/\n"
+               "  frameqc evaluate -m old.onnx -m new.onnx -m new.int8.onnx labelled/ "
+               "--report report/\n"
+               "  frameqc evaluate -m model.onnx frames.csv --format json\n\n"
+               "exit status: 0 every frame classified, 1 some frame could not be read, "
+               "2 usage or model error")
+    p.add_argument("data", metavar="DATA", help="labelled folder or CSV of path,label")
+    p.add_argument("--model", "-m", action="append",
+                   help="model .onnx (repeat to compare; default: $FRAMEQC_MODEL)")
+    p.add_argument("--threads", type=_positive_int,
+                   help="inference threads (default: $FRAMEQC_THREADS, else usable CPUs)")
+    p.add_argument("--format", "-f", choices=("text", "json"), default="text",
+                   help="text tables, or one JSON object per model per line")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write DIR/index.html: plots and the mistakes as the network "
+                        "saw them (needs frameqc[report])")
+    p.add_argument("--mistakes", type=_positive_int, default=60, metavar="N",
+                   help="mistakes shown per model in the report (default 60)")
+    p.set_defaults(func=cmd_evaluate)
 
 
 # -- bin --------------------------------------------------------------------------------
@@ -402,7 +484,8 @@ def add_demo(sub) -> None:
 
 # -- entry point ------------------------------------------------------------------------
 
-BUILTIN: dict[str, Callable] = {"classify": add_classify, "info": add_info, "bin": add_bin,
+BUILTIN: dict[str, Callable] = {"classify": add_classify, "evaluate": add_evaluate,
+                                "info": add_info, "bin": add_bin,
                                 "serve": add_serve, "status": add_status, "watch": add_watch,
                                 "demo": add_demo}
 

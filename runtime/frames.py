@@ -26,7 +26,6 @@ PNG = "png"
 FRAME_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz",
                   ".fz", ".jpg", ".jpeg", ".png")
 
-Source = Union[str, Path, bytes]
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,23 @@ class Frame:
 
     kind: str
     data: np.ndarray
+
+    @classmethod
+    def from_array(cls, data: np.ndarray) -> Frame:
+        """A frame already in memory: 2-D as FITS pixel data, ``(H, W, 3)`` uint8 as RGB."""
+        import numpy as np
+
+        data = np.asarray(data)
+        if data.ndim == 2 and data.dtype.kind in "uif":
+            return cls(FITS, data)
+        if data.ndim == 3 and data.shape[2] == 3 and data.dtype == np.uint8:
+            return cls(PNG, data)
+        raise FrameError(f"an array of shape {data.shape} and dtype {data.dtype} is neither "
+                         "a 2-D image nor an (H, W, 3) uint8 RGB image")
+
+
+#: What :func:`read_frame` takes: a path, a file's bytes, or a frame already in memory.
+Source = Union[str, Path, bytes, Frame]
 
 
 def sniff(head: bytes) -> str | None:
@@ -59,13 +75,15 @@ def sniff(head: bytes) -> str | None:
 
 
 def read_frame(source: Source) -> Frame:
-    """Read a frame from a path or from the bytes of a file.
+    """Read a frame from a path or from the bytes of a file (a :class:`Frame` is returned).
 
     Raises
     ------
     FrameError
         The file is missing, unreadable, of an unknown kind, or holds no 2-D image.
     """
+    if isinstance(source, Frame):
+        return source
     if isinstance(source, bytes):
         head, opener = source[:4096], (lambda: io.BytesIO(source))
     else:

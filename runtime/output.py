@@ -79,6 +79,55 @@ def append_log(path: str | os.PathLike, rec: dict, timings: dict[str, float],
         os.close(fd)
 
 
+def prepare_sort_dir(directory: str | os.PathLike, labels: Sequence[str]) -> None:
+    """Make ``DIR/<label>/`` for every label now, so an unwritable DIR fails before any work."""
+    from .errors import UsageError
+
+    for label in labels:
+        try:
+            os.makedirs(os.path.join(directory, label), exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--sort-into {directory}: cannot create folders there "
+                             f"({exc.strerror or exc})") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"--sort-into {directory}: not writable")
+
+
+def sort_into(directory: str | os.PathLike, rec: dict) -> str | None:
+    """Link a decided frame as ``DIR/<label>/<name>``: a labelled set for a person to correct.
+
+    The link is symbolic and absolute, so a person moving it to another label's folder
+    keeps a working link. A frame already linked there is left alone; a different frame
+    of the same name gets ``-1``, ``-2``... Frames with no decision or no path are skipped.
+    """
+    if "error" in rec or rec["path"] in ("-", "") or rec["path"].startswith("<"):
+        return None
+    target = os.path.abspath(rec["path"])
+    folder = os.path.join(directory, rec["label"])
+    stem = os.path.basename(target)
+    for n in range(1000):
+        link = os.path.join(folder, stem if n == 0 else f"{_stem(stem)}-{n}{_suffix(stem)}")
+        try:
+            os.symlink(target, link)
+            return link
+        except FileExistsError:
+            if os.path.islink(link) and os.readlink(link) == target:
+                return link
+    return None
+
+
+def _suffix(name: str) -> str:
+    """``.fits.gz`` stays whole, so a renamed link is still listed as a frame."""
+    lower = name.lower()
+    for double in (".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz"):
+        if lower.endswith(double):
+            return name[-len(double):]
+    return os.path.splitext(name)[1]
+
+
+def _stem(name: str) -> str:
+    return name[: len(name) - len(_suffix(name))]
+
 
 def write_preview(directory: str | os.PathLike, r: Result) -> str:
     """Save what the network saw as ``DIR/<name>.png``, for a person checking a decision."""

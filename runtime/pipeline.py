@@ -6,6 +6,7 @@ batch runs through the network (numpy, astropy I/O and onnxruntime release the G
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ import numpy as np
 from .card import Binning
 from .decision import Decision, decide
 from .errors import FrameError
-from .frames import Source, read_frame
+from .frames import Frame, Source, read_frame
 from .model import Model
 from .recipes import Prepared, Recipe, make_recipe
 
@@ -51,6 +52,13 @@ class Classifier:
     """A model with its card's recipe and decision rule: what every command runs.
 
     ``binning`` and ``threshold`` override the card's, as ``--bin`` and ``--threshold`` do.
+
+    Examples
+    --------
+    >>> clf = Classifier.load("touse2.onnx")
+    >>> clf.classify("h_e_20250708_1_1_1_1.fits").decision.label
+    'OK'
+    >>> [r.decision.label for r in clf.run(paths)]  # batches, read-ahead, in order
     """
 
     def __init__(self, model: Model, binning: Binning | None = None,
@@ -59,6 +67,16 @@ class Classifier:
         self.model = model
         self.recipe = make_recipe(card.recipe, card.input_size, binning)
         self.threshold = card.threshold if threshold is None else threshold
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, threads: int | None = None,
+             binning: Binning | None = None, threshold: float | None = None) -> Classifier:
+        """Load an exported model (``.onnx`` beside its ``.onnx.data``) and its card."""
+        return cls(Model(path, threads), binning, threshold)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.model.card.labels
 
     def _prepare_all(self, sources: list[tuple[str, Source]]) -> list[Result]:
         out = []
@@ -84,9 +102,14 @@ class Classifier:
                 r.timings["infer"] = each
         return results
 
-    def run(self, sources: Iterable[tuple[str, Source]], batch_size: int = 8) -> Iterator[Result]:
-        """Classify ``(name, path-or-bytes)`` pairs, yielding results in order."""
-        it = iter(sources)
+    def run(self, sources: Iterable[Source | tuple[str, Source]], batch_size: int = 8
+            ) -> Iterator[Result]:
+        """Classify frames, yielding results in order; a frame that fails has ``error`` set.
+
+        Each item is a path, a file's bytes, a :class:`Frame`, or a ``(name, source)``
+        pair naming it in the results.
+        """
+        it = (s if isinstance(s, tuple) else (_name(s), s) for s in sources)
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(self._prepare_all, list(islice(it, batch_size)))
             while True:
@@ -96,6 +119,17 @@ class Classifier:
                 pending = pool.submit(self._prepare_all, list(islice(it, batch_size)))
                 yield from self._infer(results)
 
-    def classify(self, source: Source, name: str = "-") -> Result:
-        """One frame, synchronously."""
-        return self._infer(self._prepare_all([(name, source)]))[0]
+    def classify(self, source: Source | np.ndarray, name: str | None = None) -> Result:
+        """One frame, synchronously: a path, a file's bytes, a :class:`Frame` or an array.
+
+        An array is a 2-D image (FITS pixel data, binned and stretched by the recipe) or
+        an ``(H, W, 3)`` uint8 RGB image (for ``rgb`` models).
+        """
+        if isinstance(source, np.ndarray):
+            source = Frame.from_array(source)
+        return self._infer(self._prepare_all([(_name(source) if name is None else name,
+                                               source)]))[0]
+
+
+def _name(source: Source) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else "-"

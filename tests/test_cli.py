@@ -8,7 +8,7 @@ import pytest
 
 from conftest import run_cli
 
-COMMANDS = ["classify", "info", "bin", "serve", "status", "demo", "export"]
+COMMANDS = ["classify", "evaluate", "info", "bin", "serve", "status", "demo", "export", "train"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

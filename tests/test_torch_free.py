@@ -21,7 +21,7 @@ class NoTorch:
 sys.meta_path.insert(0, NoTorch())
 from frameqc.runtime.cli import main
 code = main(sys.argv[1:])
-plugin = sys.argv[1:2] == ["export"]
+plugin = sys.argv[1:2] in (["export"], ["train"])
 loaded = [m for m in sys.modules if m.split(".")[0] == "torch"
           or (m.startswith("frameqc.export") and not plugin)]
 if loaded:
@@ -75,10 +75,33 @@ def test_second_demo_run_reuses_the_model(demo):
     assert (root / "demo-vgg16.onnx").stat().st_mtime_ns == before
 
 
-def test_export_without_torch_says_how_to_get_it(tmp_path):
-    proc = frameqc_without_torch("export", "w.pt", "--labels", "A,B", "-o", str(tmp_path / "m"))
+def test_evaluate_runs_without_torch_and_agrees_with_the_demo(demo, tmp_path):
+    """A labelled set of the demo's frames (by the truth written in their headers)."""
+    from astropy.io import fits
+
+    root, demo_proc = demo
+    for frame in sorted((root / "frames").glob("*.fits")):
+        kind = fits.getheader(frame)["FQCTRUTH"]
+        label = {"good": "OK", "shutter": "Shutter", "wobble": "Wobble"}[kind]
+        (tmp_path / label).mkdir(exist_ok=True)
+        (tmp_path / label / frame.name).symlink_to(frame)
+    proc = frameqc_without_torch("evaluate", "--model", str(root / "demo-vgg16.onnx"),
+                                 "--format", "json", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    [ev] = map(json.loads, proc.stdout.splitlines())
+    right = int(re.search(r"(\d+) of 9 frames classified right", demo_proc.stdout).group(1))
+    assert ev["n"] == 9 and ev["accuracy"] == right / 9
+    assert sum(ev["confusion"][t][t] for t in ev["labels"]) == right
+
+
+@pytest.mark.parametrize("command", ["export", "train"])
+def test_torch_commands_without_torch_say_how_to_get_it(tmp_path, command):
+    args = ["w.pt"] if command == "export" else [str(tmp_path), "--init", "w.pt"]
+    proc = frameqc_without_torch(command, *args, "--labels", "A,B", "-o",
+                                 str(tmp_path / "m"))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "frameqc: export needs torch: pip install 'frameqc[export]'"
+    assert proc.stderr.strip() == (f"frameqc: {command} needs torch: "
+                                   "pip install 'frameqc[export]'")
 
 
 def test_runtime_sources_never_import_torch_or_export():
