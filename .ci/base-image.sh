@@ -11,7 +11,7 @@ fi
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-  bookworm "$root" http://deb.debian.org/debian >/dev/null
+  bookworm "$root" >/dev/null  # debootstrap's own default mirror
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 chroot "$root" python3 -m venv /usr/local
 chroot "$root" /usr/local/bin/python -c "import ensurepip, venv" >/dev/null

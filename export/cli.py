@@ -12,6 +12,18 @@ from pathlib import Path
 
 from frameqc.runtime.card import ModelCard
 from frameqc.runtime.errors import UsageError
+from frameqc.runtime.options import (
+    fraction,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    probability,
+)
+
+#: Synthetic frames when none are given: int8 is calibrated on up to CALIBRATION_FRAMES and
+#: judged on the rest (64 with the defaults), fp32 is checked against torch on
+#: VALIDATION_FRAMES of them.
+SYNTHETIC_FRAMES, CALIBRATION_FRAMES, VALIDATION_FRAMES = 96, 32, 24
 
 DESCRIPTION = """\
 Export a vgg16 transfer-learning state_dict (torch.save) to ONNX, with the model card
@@ -33,15 +45,21 @@ def _card_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", help="class names in output index order, comma-separated")
     p.add_argument("--alert", action="append", metavar="LABEL",
                    help="a label given only at or above the threshold (repeatable)")
-    p.add_argument("--threshold", type=float, help="alert threshold (default 0.5)")
+    p.add_argument("--threshold", type=probability, help="alert threshold (default 0.5)")
     p.add_argument("--recipe", choices=("asinh", "rgb"),
                    help="preparation: asinh (FITS, default) or rgb (JPEG/PNG)")
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx")
-    p.add_argument("--atol", type=float, default=1e-4,
+    p.add_argument("--atol", type=positive_float, default=1e-4,
                    help="largest |dp| allowed between ONNX and torch (default 1e-4)")
+    p.add_argument("--min-agreement", type=probability, default=0.95, metavar="F",
+                   help="int8 is kept only if its decisions agree with fp32 on this share of "
+                        "held-out frames away from the threshold (default 0.95)")
+    p.add_argument("--margin", type=non_negative_float, default=0.05, metavar="P",
+                   help="frames whose fp32 decision would move with probabilities moved by "
+                        "P are set apart from that judgement (default 0.05)")
 
 
 def command(sub) -> None:
@@ -109,17 +127,20 @@ def run(args: argparse.Namespace) -> int:
         if args.int8:
             print("frameqc export: warning: no --calibration frames; calibrating int8 on "
                   "synthetic frames", file=sys.stderr)
-        frames = synthetic_tensors(recipe, 36 if args.int8 else 12)
-    export_weights(weights, card, out, frames, int8=args.int8, atol=args.atol)
+        frames = synthetic_tensors(recipe, SYNTHETIC_FRAMES if args.int8 else 12)
+    export_weights(weights, card, out, frames, int8=args.int8, atol=args.atol,
+                   min_agreement=args.min_agreement, margin=args.margin)
     return 0
 
 
 def export_weights(weights, card: ModelCard, out: Path, frames: list, int8: bool = False,
-                   atol: float = 1e-4) -> None:
+                   atol: float = 1e-4, min_agreement: float = 0.95, margin: float = 0.05
+                   ) -> None:
     """Export checked ``weights`` with ``card`` to ``out`` (and its int8 twin); print a report.
 
-    ``frames`` are prepared tensors: all of them validate fp32 against torch; for int8,
-    the first two thirds calibrate and the rest are held out to judge it.
+    ``frames`` are prepared tensors: up to VALIDATION_FRAMES of them check fp32 against
+    torch; for int8, up to CALIBRATION_FRAMES (at most two thirds) calibrate and the rest
+    are held out to judge it.
     """
     from frameqc.runtime.recipes import make_recipe
 
@@ -136,19 +157,22 @@ def export_weights(weights, card: ModelCard, out: Path, frames: list, int8: bool
     net = build_vgg16(weights.n_classes, weights.hidden)
     net.load_state_dict(weights.state_dict, strict=True)
     module = Probabilities(net).eval()
-    n_cal = max(1, (len(frames) * 2) // 3) if len(frames) > 1 else 1
+    n_cal = min(CALIBRATION_FRAMES, max(1, (len(frames) * 2) // 3))
     calibration, held_out = frames[:n_cal], frames[n_cal:] or frames
 
-    checks = export_fp32(module, card, out, frames, atol=atol)
+    checks = export_fp32(module, card, out, frames[:VALIDATION_FRAMES], atol=atol)
     print(f"wrote {out} + .data ({_mib(out):.1f} MiB, fp32, {time.perf_counter() - t0:.1f} s)")
     for c in checks:
         print("  " + c.line())
     if int8:
         t1 = time.perf_counter()
-        path, check = quantize_int8(out, card, calibration, held_out)
+        path, verdict = quantize_int8(out, card, calibration, held_out, min_agreement, margin)
         print(f"wrote {path} + .data ({_mib(path):.1f} MiB, int8, calibrated on "
               f"{len(calibration)} frames, {time.perf_counter() - t1:.1f} s)")
-        print("  " + check.line())
+        print("  " + verdict.line())
+        if verdict.judged < 30:
+            print(f"frameqc export: warning: int8 judged on only {verdict.judged} frames; "
+                  "give more --calibration frames for a firmer verdict", file=sys.stderr)
     print(f"labels: {', '.join(f'{i}={n}' for i, n in enumerate(card.labels))}; "
           f"alerts: {', '.join(card.alerts) or 'none'} (threshold {card.threshold}); "
           f"recipe: {card.recipe['name']}")
@@ -188,11 +212,11 @@ def train_command(sub) -> None:
     _card_args(p)
     val = p.add_mutually_exclusive_group()
     val.add_argument("--val", metavar="DATA2", help="labelled frames to validate on")
-    val.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+    val.add_argument("--val-fraction", type=fraction, default=0.2, metavar="F",
                      help="else hold out this fraction of each label (default 0.2)")
-    p.add_argument("--epochs", type=_whole, default=d.epochs, help=f"default {d.epochs}")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate ({d.lr:g})")
-    p.add_argument("--batch-size", type=_whole, default=d.batch_size)
+    p.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help=f"Adam learning rate ({d.lr:g})")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     p.add_argument("--seed", type=int, default=d.seed, help="for everything random (0)")
     p.add_argument("--tune", choices=TUNE, default=d.tune,
                    help="what is trained: the head (default), the whole classifier, or "
@@ -220,17 +244,14 @@ def run_train(args: argparse.Namespace) -> int:
     record, frames = train_model(data, val, args.val_fraction, args.init, card, out, cfg)
     if onnx_out:
         export_weights(load_weights(out), card.with_(training=record), onnx_out, frames,
-                       int8=args.int8, atol=args.atol)
+                       int8=args.int8, atol=args.atol, min_agreement=args.min_agreement,
+                       margin=args.margin)
     return 0
-
-
-def _whole(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {value!r}")
-    return int(value)
 
 
 def _mib(model: Path) -> float:
     """Size of a model with its weights file."""
-    data = model.with_name(model.name + ".data")
-    return (model.stat().st_size + (data.stat().st_size if data.exists() else 0)) / 2**20
+    from frameqc.runtime.model import weights_file
+
+    data = weights_file(model)
+    return (model.stat().st_size + (data.stat().st_size if data else 0)) / 2**20

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from frameqc.runtime.card import ModelCard
+from frameqc.runtime.decision import decide
 from frameqc.runtime.errors import FrameQCError
 from frameqc.runtime.model import discard_stage, install_model, stage_model
 
@@ -113,6 +114,72 @@ def export_fp32(module, card: ModelCard, out: Path, frames: list[np.ndarray],
             discard_stage(staged)
 
 
+@dataclass
+class Int8Verdict:
+    """How int8 decides against fp32 on held-out frames, and whether it may be kept.
+
+    Frames whose fp32 decision sits within ``margin`` of flipping (an alert probability
+    near the threshold, or two labels nearly tied) are counted apart: a flip there is a
+    coin toss, not a fault of quantization. Agreement is judged on the other frames.
+    """
+
+    n: int
+    near: int
+    judged: int
+    agreement: float
+    near_flips: int
+    mean_dp: float
+    max_dp: float
+    worst: int
+    worst_fp32: list[float]
+    worst_int8: list[float]
+    margin: float
+
+    def line(self) -> str:
+        return (f"int8 vs fp32, held-out: n={self.n}, decisions agree on {self.agreement:.1%}"
+                f" of {self.judged} away from the threshold; {self.near} within "
+                f"+-{self.margin:g} of it ({self.near_flips} flipped); |dp| mean "
+                f"{self.mean_dp:.4f}, max {self.max_dp:.4f} (frame {self.worst}: fp32 "
+                f"{_fmt(self.worst_fp32)} -> int8 {_fmt(self.worst_int8)})")
+
+    def record(self) -> dict:
+        """What the int8 model's card keeps, for ``frameqc info``."""
+        return {"held_out": self.n, "agreement": round(self.agreement, 4),
+                "near_threshold": self.near, "margin": self.margin,
+                "mean_abs_dp": round(self.mean_dp, 5), "max_abs_dp": round(self.max_dp, 5)}
+
+
+def _fmt(p: list[float]) -> str:
+    return "[" + ", ".join(f"{x:.3f}" for x in p) + "]"
+
+
+def near_decision(p: np.ndarray, card: ModelCard, margin: float) -> bool:
+    """Would the decision move if the probabilities moved by ``margin``?"""
+    top = np.sort(p)[::-1]
+    if len(top) > 1 and top[0] - top[1] < 2 * margin:
+        return True
+    lo = decide(p, card.labels, card.alerts, max(card.threshold - margin, 1e-9)).index
+    hi = decide(p, card.labels, card.alerts, min(card.threshold + margin, 1.0)).index
+    return lo != hi
+
+
+def judge_int8(fp32: np.ndarray, int8: np.ndarray, card: ModelCard,
+               margin: float = 0.05) -> Int8Verdict:
+    """Compare decisions (the card's rule) and probabilities of int8 against fp32."""
+    said32 = [decide(p, card.labels, card.alerts, card.threshold).index for p in fp32]
+    said8 = [decide(p, card.labels, card.alerts, card.threshold).index for p in int8]
+    near = [near_decision(p, card, margin) for p in fp32]
+    judged = [a == b for a, b, n in zip(said32, said8, near, strict=True) if not n]
+    dp = np.abs(fp32 - int8).max(axis=1)
+    worst = int(dp.argmax())
+    return Int8Verdict(
+        n=len(fp32), near=sum(near), judged=len(judged),
+        agreement=float(np.mean(judged)) if judged else 0.0,
+        near_flips=sum(a != b for a, b, n in zip(said32, said8, near, strict=True) if n),
+        mean_dp=float(dp.mean()), max_dp=float(dp.max()), worst=worst,
+        worst_fp32=fp32[worst].tolist(), worst_int8=int8[worst].tolist(), margin=margin)
+
+
 def int8_path(out: Path) -> Path:
     """``model.onnx`` -> ``model.int8.onnx``."""
     stem = out.name[:-5] if out.name.endswith(".onnx") else out.name
@@ -120,12 +187,14 @@ def int8_path(out: Path) -> Path:
 
 
 def quantize_int8(fp32: Path, card: ModelCard, calibration: list[np.ndarray],
-                  held_out: list[np.ndarray], min_agreement: float = 0.95) -> tuple[Path, Check]:
+                  held_out: list[np.ndarray], min_agreement: float = 0.95,
+                  margin: float = 0.05) -> tuple[Path, Int8Verdict]:
     """Static QDQ int8 (per-channel weights) calibrated on prepared frames.
 
     onnxruntime's pre-processing (shape inference, graph optimisation) runs first. The
-    result is compared with the fp32 model on ``held_out`` frames; below
-    ``min_agreement`` top-1 agreement it is refused and removed.
+    result is judged against the fp32 model on ``held_out`` frames (:func:`judge_int8`):
+    below ``min_agreement`` of decisions kept, away from the threshold, it is refused
+    and nothing is written; the fp32 model is left as it is.
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -157,17 +226,19 @@ def quantize_int8(fp32: Path, card: ModelCard, calibration: list[np.ndarray],
                         per_channel=True, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8,
                         op_types_to_quantize=["Conv", "Gemm", "MatMul"])
-        staged = stage_model(with_card(onnx.load(str(raw)), card.with_(precision="int8")),
-                             target)
         batches = batched(held_out)
-        check = compare("int8 vs fp32, held-out", run_onnx(fp32, batches),
-                        run_onnx(staged, batches))
-        if check.agreement < min_agreement:
-            raise ExportError(f"int8 decisions agree with fp32 on only {check.agreement:.1%} "
-                              f"of held-out frames (< {min_agreement:.0%}); int8 model not "
-                              "written")
+        verdict = judge_int8(run_onnx(fp32, batches), run_onnx(raw, batches), card, margin)
+        if verdict.judged == 0 or verdict.agreement < min_agreement:
+            raise ExportError(
+                f"int8 refused: its decisions agree with fp32 on {verdict.agreement:.1%} of "
+                f"{verdict.judged} held-out frames away from the threshold (< "
+                f"{min_agreement:.0%}; {verdict.near} more within +-{margin:g}); the fp32 "
+                f"model {fp32.name} is kept. Give --calibration DIR with a few dozen real "
+                "frames, or decide with --min-agreement/--margin")
+        staged = stage_model(with_card(onnx.load(str(raw)), card.with_(
+            precision="int8", quantization=verdict.record())), target)
         install_model(staged, target)
-        return target, check
+        return target, verdict
     finally:
         for tmp in (whole, pre, raw):
             tmp.unlink(missing_ok=True)

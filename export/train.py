@@ -103,7 +103,7 @@ def init_network(init: str, n_classes: int, seed: int, say: Callable[[str], None
         net = build_vgg16(n_classes)
         body = vgg16(weights=weights).state_dict()
         net.load_state_dict({k: v for k, v in body.items() if k != "classifier.6.weight"
-                             and k != "classifier.6.bias"}, strict=False)
+                             and k != "classifier.6.bias"}, strict=True)
         say(f"starting from torchvision's ImageNet vgg16 with a new head ({n_classes} outputs)")
         return net, _sha256(cached), cached.name
     w = load_weights(init)

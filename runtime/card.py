@@ -8,16 +8,15 @@ field under ``frameqc.``, each a JSON value, readable with onnxruntime alone.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from .errors import ModelError, UsageError
 
 PREFIX = "frameqc."
 
-Binning = Union[str, int]  # "auto", "none" or a box size
+Binning = str | int  # "auto", "none" or a box size
 
 
 @dataclass(frozen=True)
@@ -42,10 +41,30 @@ class ModelCard:
     onnx_version: str = ""
     notes: str = ""
     training: dict[str, Any] = field(default_factory=dict)  # what `frameqc train` did
+    quantization: dict[str, Any] = field(default_factory=dict)  # int8 against fp32
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "labels", tuple(self.labels))
-        object.__setattr__(self, "alerts", tuple(self.alerts))
+        """Checked as strictly as a command line: a wrong type is an error, never coerced."""
+        for name in ("labels", "alerts"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str)
+                                                                 for v in value):
+                raise UsageError(f"{name} must be a list of names, not {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
+            raise UsageError(f"threshold must be a number, not {self.threshold!r}")
+        if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) \
+                or self.input_size < 1:
+            raise UsageError(f"input_size must be a whole number of pixels, not "
+                             f"{self.input_size!r}")
+        if not isinstance(self.recipe, dict) or not isinstance(self.recipe.get("name"), str):
+            raise UsageError(f"recipe must be a table with a name, not {self.recipe!r}")
+        for name in ("training", "quantization"):
+            if not isinstance(getattr(self, name), dict):
+                raise UsageError(f"{name} must be a table, not {getattr(self, name)!r}")
+        for f in fields(self):
+            if f.type == "str" and not isinstance(getattr(self, f.name), str):
+                raise UsageError(f"{f.name} must be text, not {getattr(self, f.name)!r}")
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels) \
                 or not all(self.labels):
             raise UsageError("labels must be two or more distinct names")
@@ -83,10 +102,7 @@ class ModelCard:
     @classmethod
     def from_toml(cls, path: str | Path) -> ModelCard:
         """A card file (``models/*.toml``): labels, alerts, threshold, recipe, notes."""
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover
-            import tomli as tomllib
+        import tomllib
         try:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)
@@ -108,8 +124,9 @@ class ModelCard:
         rows["labels"] = ", ".join(f"{i}={name}" for i, name in enumerate(self.labels))
         rows["alerts"] = ", ".join(self.alerts) or "(none: top class)"
         rows["recipe"] = " ".join(f"{k}={v}" for k, v in self.recipe.items())
-        rows["training"] = " ".join(f"{k}={json.dumps(v) if isinstance(v, (dict, list)) else v}"
-                                    for k, v in self.training.items())
+        for name in ("training", "quantization"):
+            rows[name] = " ".join(f"{k}={json.dumps(v) if isinstance(v, (dict, list)) else v}"
+                                  for k, v in getattr(self, name).items())
         width = max(map(len, rows))
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows.items() if v != "")
 

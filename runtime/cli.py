@@ -11,23 +11,26 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 from . import __version__
 from .errors import FrameQCError, UsageError
+from .options import non_negative_float, positive_float, positive_int, probability
 
 EXIT_OK, EXIT_FRAME_FAILED, EXIT_USAGE = 0, 1, 2
 PLUGIN_GROUP = "frameqc.commands"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with examples kept as written in the epilog."""
+    """argparse with examples kept as written, and usage errors in one line (exit 2)."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
 # -- classify ---------------------------------------------------------------------------
@@ -49,22 +52,6 @@ def _sources(paths: list[str], stdin) -> Iterator[tuple[str, str]]:
             yield p, p
 
 
-def _threshold(value: str) -> float:
-    try:
-        t = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if not 0.0 < t <= 1.0:
-        raise argparse.ArgumentTypeError("must be in (0, 1]")
-    return t
-
-
-def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {value!r}")
-    return int(value)
-
-
 class _Emitter:
     """Writes each frame's record, appends it to --log, counts failures, shows progress."""
 
@@ -74,15 +61,18 @@ class _Emitter:
         self.writer = None
         self.model_id = ""
         self.done = self.failed = 0
+        self.broken: set[str] = set()
 
     def start(self, labels, model_id: str) -> None:
         """Open the output for a model's labels; kept if a second source takes over."""
-        from .output import Writer, prepare_sort_dir
+        from .output import Writer, check_appendable, prepare_sort_dir
 
         if self.writer is None:
-            self.writer = Writer(self.args.format, sys.stdout, sys.stderr, labels)
+            if self.args.log:
+                check_appendable(self.args.log, "--log")
             if self.args.sort_into:
                 prepare_sort_dir(self.args.sort_into, labels)
+            self.writer = Writer(self.args.format, sys.stdout, sys.stderr, labels)
         self.model_id = model_id
 
     def __call__(self, rec: dict, timings: dict[str, float]) -> None:
@@ -94,9 +84,20 @@ class _Emitter:
             sys.stderr.write(f"\r\033[K[{self.done}/{self.total}] ")
         self.writer.write(rec)
         if self.args.log:
-            append_log(self.args.log, rec, timings, model=self.model_id)
+            self.guard("--log", append_log, self.args.log, rec, timings, model=self.model_id)
         if self.args.sort_into:
-            sort_into(self.args.sort_into, rec)
+            self.guard("--sort-into", sort_into, self.args.sort_into, rec)
+
+    def guard(self, option: str, write: Callable, *args, **kwargs) -> None:
+        """A side output that fails mid-run: one line (once per option), exit status 1."""
+        try:
+            write(*args, **kwargs)
+        except OSError as exc:
+            self.failed += 1
+            if option not in self.broken:
+                self.broken.add(option)
+                print(f"frameqc: {option}: cannot write ({exc.strerror or exc}); "
+                      "classifying goes on", file=sys.stderr)
 
     def finish(self) -> int:
         if self.progress:
@@ -107,14 +108,14 @@ class _Emitter:
 def _model_args(p: argparse.ArgumentParser) -> None:
     """The options of every command that loads a model."""
     p.add_argument("--model", "-m", help="model .onnx (default: $FRAMEQC_MODEL)")
-    p.add_argument("--threads", type=_positive_int,
+    p.add_argument("--threads", type=positive_int,
                    help="inference threads (default: $FRAMEQC_THREADS, else usable CPUs)")
 
 
 def _result_args(p: argparse.ArgumentParser) -> None:
     """The options of every command that writes decisions."""
     p.add_argument("--format", "-f", choices=("text", "json", "csv"), default="text")
-    p.add_argument("--threshold", type=_threshold,
+    p.add_argument("--threshold", type=probability,
                    help="alert threshold (default: the model card's)")
     p.add_argument("--log", metavar="FILE", help="append one JSON line per frame to FILE")
     p.add_argument("--sort-into", metavar="DIR",
@@ -132,6 +133,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
         parse_binning(args.bin)
     if args.preview and args.socket:
         raise UsageError("--preview saves what this process prepared; drop --socket")
+    if args.preview:
+        from .output import prepare_dir
+
+        prepare_dir(args.preview, "--preview")
     sources = list(_sources(args.paths, sys.stdin))
     if not sources:
         raise UsageError("no frames given (a directory with no frames, or empty stdin)")
@@ -143,7 +148,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         try:
             replies = conn.classify([os.path.abspath(p) for _, p in sources], args.bin,
                                     args.threshold)
-            for (name, _), reply in zip(sources, replies):
+            for (name, _), reply in zip(sources, replies, strict=False):
                 emit(dict(reply["record"], path=name), reply["timings"])
         except ServerGone as exc:
             if args.socket:
@@ -155,7 +160,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return emit.finish()
 
 
-def _load_model(path: Path, threads: int | None):
+def _load_model(path: Path, threads: int | None, frames: int | None = None):
     """Build the session in a thread while this one imports what reading frames needs.
 
     onnxruntime releases the GIL while it builds a session (about 0.3 s for int8), and the
@@ -171,7 +176,7 @@ def _load_model(path: Path, threads: int | None):
     from .model import Model
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        loading = pool.submit(Model, path, threads)
+        loading = pool.submit(Model, path, threads, frames)
         import astropy.io.fits  # noqa: F401
 
         from . import pipeline  # noqa: F401
@@ -186,14 +191,14 @@ def _classify_here(args: argparse.Namespace, sources: list[tuple[str, str]],
     from .output import record, write_preview
     from .pipeline import Classifier
 
-    model = _load_model(resolve_model_path(args.model), args.threads)
+    model = _load_model(resolve_model_path(args.model), args.threads, len(sources))
     card = model.card
     binning = parse_binning(args.bin) if args.bin is not None else None
     classifier = Classifier(model, binning, args.threshold)
     emit.start(card.labels, card.model_id)
     for result in classifier.run(sources):
         if args.preview and result.prepared is not None:
-            write_preview(args.preview, result)
+            emit.guard("--preview", write_preview, args.preview, result)
         emit(record(result, card.model_id), result.timings)
 
 
@@ -228,7 +233,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     from .model import Model
 
-    card = Model(args.model, threads=1).card
+    card = Model(args.model, threads=1, frames=0).card
     print(json.dumps(asdict(card), indent=2) if args.json else card.describe())
     return EXIT_OK
 
@@ -262,7 +267,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluations = []
     tty = sys.stderr.isatty()
     for k, path in enumerate(paths, 1):
-        classifier = Classifier(_load_model(path, args.threads))
+        classifier = Classifier(_load_model(path, args.threads, len(data)))
         label = f"{path} ({k}/{len(paths)})"
 
         def progress(done: int, total: int, label: str = label) -> None:
@@ -305,14 +310,14 @@ def add_evaluate(sub) -> None:
     p.add_argument("data", metavar="DATA", help="labelled folder or CSV of path,label")
     p.add_argument("--model", "-m", action="append",
                    help="model .onnx (repeat to compare; default: $FRAMEQC_MODEL)")
-    p.add_argument("--threads", type=_positive_int,
+    p.add_argument("--threads", type=positive_int,
                    help="inference threads (default: $FRAMEQC_THREADS, else usable CPUs)")
     p.add_argument("--format", "-f", choices=("text", "json"), default="text",
                    help="text tables, or one JSON object per model per line")
     p.add_argument("--report", metavar="DIR",
                    help="also write DIR/index.html: plots and the mistakes as the network "
                         "saw them (needs frameqc[report])")
-    p.add_argument("--mistakes", type=_positive_int, default=60, metavar="N",
+    p.add_argument("--mistakes", type=positive_int, default=60, metavar="N",
                    help="mistakes shown per model in the report (default 60)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -338,7 +343,7 @@ def add_bin(sub) -> None:
                        description="Median-bin FITS frames in NxN boxes into FILE_binN.fits.",
                        epilog="example:\n  frameqc bin -b 9 h_e_20250708_1_1_1_1.fits\n"
                               "  -> h_e_20250708_1_1_1_1_bin9.fits")
-    p.add_argument("-b", type=_positive_int, required=True, metavar="N", help="box size")
+    p.add_argument("-b", type=positive_int, required=True, metavar="N", help="box size")
     p.add_argument("-o", metavar="DIR", help="output directory (default: beside the input)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -350,11 +355,15 @@ def add_bin(sub) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .model import Model, resolve_model_path
     from .protocol import default_socket
-    from .server import serve
+    from .server import check_options, serve
 
+    for d in args.allow or ():
+        if not os.path.isdir(d):
+            raise UsageError(f"--allow {d}: not a directory")
+    check_options(args.tcp, args.log)
     model = Model(resolve_model_path(args.model), threads=args.threads)
     return serve(model, Path(args.socket) if args.socket else default_socket(), args.tcp,
-                 args.log, args.max_bytes, args.timeout)
+                 args.log, args.max_bytes, args.timeout, allow=tuple(args.allow or ()))
 
 
 def add_serve(sub) -> None:
@@ -369,17 +378,21 @@ def add_serve(sub) -> None:
                "  frameqc classify --model /models/touse2.onnx FRAME.fits   # answered by it\n"
                "  frameqc serve --model wobble.onnx --tcp 127.0.0.1:8225 --log serve.log\n\n"
                "default socket: $FRAMEQC_SOCKET, else $XDG_RUNTIME_DIR/frameqc.sock, "
-               "else /tmp/frameqc-UID.sock")
+               "else /tmp/frameqc-UID/frameqc.sock")
     _model_args(p)
     p.add_argument("--socket", metavar="PATH", help="unix socket path (mode 0660)")
     p.add_argument("--tcp", metavar="HOST:PORT",
                    help="also serve the upstream TCP protocol (host defaults to 127.0.0.1)")
     p.add_argument("--log", metavar="FILE",
                    help="one JSON line per frame to FILE (default: a short line on stderr)")
-    p.add_argument("--max-bytes", type=_positive_int, default=DEFAULT_MAX_BYTES,
+    p.add_argument("--max-bytes", type=positive_int, default=DEFAULT_MAX_BYTES,
                    metavar="N", help=f"largest TCP image accepted (default {DEFAULT_MAX_BYTES})")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
-                   help=f"read and idle timeout in seconds (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT, metavar="S",
+                   help="seconds a whole request may take to arrive, idle wait included "
+                        f"(default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--allow", action="append", metavar="DIR",
+                   help="only classify frames under DIR for local clients (repeatable; "
+                        "default: any file the server can read)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -419,7 +432,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from .demo import cache_dir
     from .model import resolve_model_path
     from .pipeline import Classifier
-    from .watch import Watcher, default_state
+    from .watch import RETRY_AFTER, Watcher, default_state
 
     directory = Path(args.dir)
     if not directory.is_dir():
@@ -430,7 +443,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     emit = _Emitter(args, 0)
     emit.start(card.labels, card.model_id)
     state = Path(args.state) if args.state else default_state(directory, cache_dir())
-    watcher = Watcher(classifier, directory, state, emit, args.settle)
+    watcher = Watcher(classifier, directory, state, emit, args.settle,
+                      retry_after=0.0 if args.once else RETRY_AFTER)
     if args.once:
         watcher.scan()
     else:
@@ -454,12 +468,13 @@ def add_watch(sub) -> None:
     _result_args(p)
     p.add_argument("--state", metavar="FILE",
                    help="what was done (default: under ~/.cache/frameqc/watch)")
-    p.add_argument("--interval", type=float, default=2.0, metavar="S",
+    p.add_argument("--interval", type=positive_float, default=2.0, metavar="S",
                    help="seconds between scans (default 2)")
-    p.add_argument("--settle", type=float, default=2.0, metavar="S",
+    p.add_argument("--settle", type=non_negative_float, default=2.0, metavar="S",
                    help="a frame unchanged this long is complete (default 2)")
     p.add_argument("--once", action="store_true",
-                   help="scan once and exit (exit 1 if a frame failed)")
+                   help="scan once and exit (exit 1 if a frame failed; a failed frame is "
+                        "tried again by the next run, 3 times at most)")
     p.set_defaults(func=cmd_watch)
 
 
@@ -508,7 +523,8 @@ def build_parser(argv: list[str]) -> _Parser:
                "  frameqc export weights.pt --card models/touse2.toml -o model.onnx --int8\n\n"
                "'frameqc COMMAND --help' shows each command's options.")
     parser.add_argument("--version", action="version", version=f"frameqc {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
     for add in BUILTIN.values():
         add(sub)
     wanted = argv[0] if argv else None

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UsageError
-from .protocol import MAX_LINE, default_socket, file_identity, send
+from .protocol import MAX_LINE, default_socket, file_identity, peer_uid, send, trusted_uid
 
 CONNECT_TIMEOUT = 2.0
 REPLY_TIMEOUT = 300.0
@@ -24,6 +25,14 @@ class ServerGone(Exception):
     """The server stopped answering part-way; the caller finishes the work itself."""
 
 
+class Untrusted(Exception):
+    """The socket is served by another user's process: nothing is sent to it."""
+
+    def __init__(self, uid: int) -> None:
+        super().__init__(f"served by uid {uid}, not by this user or root")
+        self.uid = uid
+
+
 class Connection:
     """One conversation with a server: its status, then classify requests."""
 
@@ -31,7 +40,14 @@ class Connection:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(CONNECT_TIMEOUT)
-        self.sock.connect(str(path))
+        try:
+            self.sock.connect(str(path))
+            uid = peer_uid(self.sock)  # before a byte is sent: frame paths are not for others
+            if not trusted_uid(uid):
+                raise Untrusted(uid)
+        except BaseException:
+            self.sock.close()
+            raise
         self.sock.settimeout(REPLY_TIMEOUT)
         self.reader = self.sock.makefile("rb")
         self.status = self.request({"op": "status"})
@@ -76,6 +92,12 @@ def connect(socket_path: str | None, model: str | None) -> Connection | None:
     path = Path(socket_path) if insist else default_socket()
     try:
         conn = Connection(path)
+    except Untrusted as exc:
+        if insist:
+            raise UsageError(f"refusing the server on {path}: {exc}; nothing was sent to it"
+                             ) from None
+        print(f"frameqc: ignoring {path}: {exc}; classifying here", file=sys.stderr)
+        return None
     except (OSError, ValueError) as exc:
         if insist:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc

@@ -29,4 +29,4 @@ def decide(probabilities: Sequence[float], labels: Sequence[str],
     order = sorted(range(len(probs)), key=lambda i: (-probs[i], i))
     chosen = next((i for i in order if labels[i] not in alerts or probs[i] >= threshold),
                   order[0])
-    return Decision(labels[chosen], chosen, probs[chosen], dict(zip(labels, probs)))
+    return Decision(labels[chosen], chosen, probs[chosen], dict(zip(labels, probs, strict=True)))

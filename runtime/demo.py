@@ -23,7 +23,7 @@ from .recipes import AsinhRecipe
 from .synthetic import KINDS, make_frame, write_fits
 
 LABELS = ("OK", "Shutter", "Wobble")
-TRUTH = dict(zip(KINDS, LABELS))
+TRUTH = dict(zip(KINDS, LABELS, strict=True))
 N_TRAIN = 90
 TRAIN_SEED, DEMO_SEED = 10_000, 20_000
 
@@ -154,11 +154,12 @@ def run(out: TextIO = sys.stdout, err: TextIO = sys.stderr, directory: Path | No
         build_model(model_path, progress)
     frames = make_frames(root / "frames")
     t0 = time.perf_counter()
-    model = Model(model_path)
+    model = Model(model_path, frames=len(frames))
     load_s = time.perf_counter() - t0
     classifier = Classifier(model)
     rows, right = [], 0
-    for result, (path, kind) in zip(classifier.run((str(p), p) for p, _ in frames), frames):
+    results = classifier.run((str(p), p) for p, _ in frames)
+    for result, (path, kind) in zip(results, frames, strict=True):
         d = result.decision
         ok = d is not None and d.label == TRUTH[kind]
         right += ok
@@ -168,7 +169,7 @@ def run(out: TextIO = sys.stdout, err: TextIO = sys.stderr, directory: Path | No
     head = ("frame", "what it is", "frameqc said", "p", "right", "seconds")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
-        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
     out.write(f"\n{right} of {len(rows)} frames classified right "
               f"(model loaded in {load_s:.1f} s).\n"
               f"frames: {root / 'frames'}\nmodel:  {model_path}\n"

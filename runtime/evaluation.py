@@ -59,12 +59,12 @@ class Evaluation:
 
     @property
     def accuracy(self) -> float:
-        return _ratio(sum(t == s for t, s in zip(self.truths, self.said)), self.n)
+        return _ratio(sum(t == s for t, s in zip(self.truths, self.said, strict=True)), self.n)
 
     def confusion(self) -> dict[str, dict[str, int]]:
         """True label -> decided label -> frames, every label present (zeros included)."""
         table = {t: dict.fromkeys(self.labels, 0) for t in self.labels}
-        for t, s in zip(self.truths, self.said):
+        for t, s in zip(self.truths, self.said, strict=True):
             table[t][s] += 1
         return table
 
@@ -83,7 +83,7 @@ class Evaluation:
         for t in sorted({*(t for t in SWEEP if t >= floor), self.threshold}):
             said = [decide(p, self.labels, self.alerts, t).label for p in self.probabilities]
             rows.append({"threshold": t, "accuracy": _ratio(
-                sum(a == b for a, b in zip(self.truths, said)), self.n),
+                sum(a == b for a, b in zip(self.truths, said, strict=True)), self.n),
                 **{a: _prf(self.truths, said, a) for a in self.alerts}})
         return rows
 
@@ -133,7 +133,7 @@ def evaluate(classifier: Classifier, data: LabelledSet, keep_mistakes: int = 0,
     ev = Evaluation(name or str(classifier.model.path), card.model_id, card.precision,
                     card.labels, card.alerts, classifier.threshold)
     results = classifier.run(data.paths)
-    for done, (result, truth) in enumerate(zip(results, data.truths), 1):
+    for done, (result, truth) in enumerate(zip(results, data.truths, strict=True), 1):
         if result.decision is None:
             ev.failed.append((result.path, result.error or "failed"))
         else:
@@ -155,7 +155,7 @@ def _ratio(a: float, b: float) -> float:
 
 
 def _prf(truths: Sequence[str], said: Sequence[str], label: str) -> dict[str, float]:
-    tp = sum(1 for t, s in zip(truths, said) if t == label and s == label)
+    tp = sum(1 for t, s in zip(truths, said, strict=True) if t == label and s == label)
     predicted = sum(1 for s in said if s == label)
     support = sum(1 for t in truths if t == label)
     p, r = _ratio(tp, predicted), _ratio(tp, support)
@@ -220,4 +220,4 @@ def format_text(evaluations: Sequence[Evaluation]) -> str:
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     return ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in
-                      enumerate(zip(r, widths))).rstrip() for r in [head, *rows]]
+                      enumerate(zip(r, widths, strict=True))).rstrip() for r in [head, *rows]]

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
+import os
+import stat
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import IO, TYPE_CHECKING
 
-from .errors import FrameError
+from .errors import FrameError, UsageError
 
 if TYPE_CHECKING:  # numpy is imported where frames are read, not to list them
     import numpy as np
@@ -21,6 +25,15 @@ if TYPE_CHECKING:  # numpy is imported where frames are read, not to list them
 FITS = "fits"
 JPEG = "jpeg"
 PNG = "png"
+
+#: The largest image read, in pixels: refused from its header, before its data are read or
+#: inflated. IO:O's full unbinned frame is 4096x4112 (17 Mpx); this is twice that.
+MAX_PIXELS_ENV = "FRAMEQC_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 1 << 25  # 33.5 Mpx
+
+FITS_BLOCK = 2880
+MAX_HEADER_BLOCKS = 1000  # a header of over 36,000 cards is not a frame's
+MAX_HDUS = 64
 
 #: Names a directory listing picks up; single files are judged by their bytes.
 FRAME_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz",
@@ -54,7 +67,7 @@ class Frame:
 
 
 #: What :func:`read_frame` takes: a path, a file's bytes, or a frame already in memory.
-Source = Union[str, Path, bytes, Frame]
+Source = str | Path | bytes | Frame
 
 
 def sniff(head: bytes) -> str | None:
@@ -68,7 +81,7 @@ def sniff(head: bytes) -> str | None:
     if head.startswith(b"\x1f\x8b"):
         try:
             inner = gzip.GzipFile(fileobj=io.BytesIO(head)).read(9)
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):
             return None
         return FITS if inner.startswith(b"SIMPLE  =") else None
     return None
@@ -84,31 +97,145 @@ def read_frame(source: Source) -> Frame:
     """
     if isinstance(source, Frame):
         return source
-    if isinstance(source, bytes):
-        head, opener = source[:4096], (lambda: io.BytesIO(source))
-    else:
-        path = Path(source)
+    limit = max_pixels()
+    with (io.BytesIO(source) if isinstance(source, bytes) else open_regular(source)) as fh:
         try:
-            with open(path, "rb") as fh:
-                head = fh.read(4096)
-        except FileNotFoundError:
-            raise FrameError("no such file") from None
-        except IsADirectoryError:
-            raise FrameError("is a directory") from None
+            head = fh.read(4096)
+            fh.seek(0)
         except OSError as exc:
             raise FrameError(f"cannot read: {exc.strerror or exc}") from None
-        opener = lambda: path  # noqa: E731
-    if not head:
-        raise FrameError("empty file")
-    kind = sniff(head)
-    if kind is None:
-        raise FrameError("not a FITS, JPEG or PNG file")
-    if kind == FITS:
-        return Frame(FITS, _read_fits(opener()))
-    return Frame(kind, _read_image(opener()))
+        if not head:
+            raise FrameError("empty file")
+        kind = sniff(head)
+        if kind is None:
+            raise FrameError("not a FITS, JPEG or PNG file")
+        if kind != FITS:
+            return Frame(kind, _read_image(fh, limit))
+        if head.startswith(b"\x1f\x8b"):  # inflated as read, never beyond what headers allow
+            try:
+                with gzip.GzipFile(fileobj=fh) as inner:
+                    check_fits_sizes(inner, limit)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise FrameError(f"damaged gzip file ({_one_line(exc)})") from None
+            fh.seek(0)
+            with gzip.GzipFile(fileobj=fh) as inner:
+                return Frame(FITS, _read_fits(inner))
+        try:
+            check_fits_sizes(fh, limit)
+            fh.seek(0)
+        except OSError as exc:
+            raise FrameError(f"cannot read: {exc.strerror or exc}") from None
+        return Frame(FITS, _read_fits(fh))
 
 
-def _read_fits(src: Path | io.BytesIO) -> np.ndarray:
+def max_pixels() -> int:
+    """``$FRAMEQC_MAX_PIXELS``, else :data:`DEFAULT_MAX_PIXELS`."""
+    value = os.environ.get(MAX_PIXELS_ENV)
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"${MAX_PIXELS_ENV} must be a whole number of pixels, not {value!r}")
+    return int(value)
+
+
+def open_regular(path: str | os.PathLike) -> IO[bytes]:
+    """Open a regular file for reading; anything else (FIFO, device, socket, folder) is refused.
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO
+    cannot hang the reader and nothing can be swapped in between the check and the read.
+    """
+    try:
+        _regular(os.stat(path).st_mode)  # a socket cannot even be opened: name it first
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise FrameError("no such file") from None
+    except OSError as exc:
+        raise FrameError(f"cannot read: {exc.strerror or exc}") from None
+    try:
+        _regular(os.fstat(fd).st_mode)
+    except FrameError:
+        os.close(fd)
+        raise
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _regular(mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        what = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "a device")
+        raise FrameError(f"is {what}, not a regular file")
+
+
+def check_fits_sizes(fh: IO[bytes], limit: int) -> None:
+    """Walk the HDU headers up to the first 2-D image; refuse any HDU too large to read.
+
+    Only headers are parsed: an image over ``limit`` pixels, or any HDU whose data would
+    take more than ``limit`` float64 pixels, is refused before a byte of its data is read
+    (or inflated, for gzip). Data of HDUs before the image are skipped, never kept.
+    """
+    for _ in range(MAX_HDUS):
+        cards = _read_header(fh)
+        if cards is None:
+            return
+        naxis = [_int(cards, f"NAXIS{i}") for i in range(1, _int(cards, "NAXIS") + 1)]
+        compressed = cards.get("ZIMAGE") == "T"
+        if compressed:
+            shape = [_int(cards, f"ZNAXIS{i}") for i in range(1, _int(cards, "ZNAXIS") + 1)]
+        else:
+            shape = naxis
+        image = compressed or cards.get("XTENSION", "'IMAGE'").strip("' ") == "IMAGE"
+        pixels = math.prod(shape) if shape else 0
+        if image and pixels > limit:
+            size = "x".join(map(str, shape))
+            raise FrameError(f"image of {size} pixels is over the limit of {limit} "
+                             f"(${MAX_PIXELS_ENV})")
+        data = abs(_int(cards, "BITPIX", signed=True)) // 8 * _int(cards, "GCOUNT", 1) * (
+            _int(cards, "PCOUNT", 0) + (math.prod(naxis) if naxis else 0))
+        if data > 8 * limit:
+            raise FrameError(f"HDU of {data} bytes is over the limit of {8 * limit} bytes "
+                             f"(${MAX_PIXELS_ENV})")
+        if image and len(shape) == 2 and pixels:
+            return
+        skip = -(-data // FITS_BLOCK) * FITS_BLOCK
+        while skip:  # read, not seek: a gzip stream inflates what it skips either way
+            chunk = fh.read(min(skip, 1 << 20))
+            if not chunk:
+                return
+            skip -= len(chunk)
+
+
+def _read_header(fh: IO[bytes]) -> dict[str, str] | None:
+    """One FITS header as ``{keyword: raw value}``; None at the end of the file."""
+    cards: dict[str, str] = {}
+    for n in range(MAX_HEADER_BLOCKS):
+        block = fh.read(FITS_BLOCK)
+        if not block.strip(b"\0 "):
+            return None if n == 0 else cards
+        for i in range(0, len(block), 80):
+            card = block[i: i + 80].decode("ascii", "replace")
+            key = card[:8].strip()
+            if key == "END":
+                return cards
+            if card[8:10] == "= ":
+                cards.setdefault(key, card[10:].split("/")[0].strip())
+        if len(block) < FITS_BLOCK:
+            return cards
+    raise FrameError("damaged FITS file (header has no END card)")
+
+
+def _int(cards: dict[str, str], key: str, default: int | None = None,
+         signed: bool = False) -> int:
+    try:
+        value = int(cards[key]) if key in cards or default is None else default
+    except (KeyError, ValueError):
+        raise FrameError(f"damaged FITS file (bad or missing {key} in a header)") from None
+    if value < 0 and not signed:
+        raise FrameError(f"damaged FITS file (negative {key})")
+    return value
+
+
+def _read_fits(src: IO[bytes]) -> np.ndarray:
     """The first HDU holding a 2-D image (compressed ones included), scaled."""
     import numpy as np
     from astropy.io import fits
@@ -129,14 +256,26 @@ def _read_fits(src: Path | io.BytesIO) -> np.ndarray:
     raise FrameError("FITS file holds no 2-D image")
 
 
-def _read_image(src: Path | io.BytesIO) -> np.ndarray:
+def _read_image(src: IO[bytes], limit: int) -> np.ndarray:
+    """A JPEG or PNG as RGB; its size is checked from its header before it is decoded."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
+    Image.MAX_IMAGE_PIXELS = limit
     try:
-        with Image.open(src) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(src) as img:
+                w, h = img.size
+                if w * h > limit:
+                    raise FrameError(f"image of {w}x{h} pixels is over the limit of {limit} "
+                                     f"(${MAX_PIXELS_ENV})")
+                return np.asarray(img.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise FrameError(f"image over the limit of {limit} pixels (${MAX_PIXELS_ENV}): "
+                         f"{_one_line(exc)}") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError,
+            MemoryError) as exc:
         raise FrameError(f"damaged image file ({_one_line(exc)})") from None
 
 

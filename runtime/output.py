@@ -79,18 +79,33 @@ def append_log(path: str | os.PathLike, rec: dict, timings: dict[str, float],
         os.close(fd)
 
 
-def prepare_sort_dir(directory: str | os.PathLike, labels: Sequence[str]) -> None:
-    """Make ``DIR/<label>/`` for every label now, so an unwritable DIR fails before any work."""
+def check_appendable(path: str | os.PathLike, option: str) -> None:
+    """Fail before any work when ``path`` cannot be appended to (creating it is fine)."""
     from .errors import UsageError
 
-    for label in labels:
-        try:
-            os.makedirs(os.path.join(directory, label), exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"--sort-into {directory}: cannot create folders there "
-                             f"({exc.strerror or exc})") from None
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
+def prepare_dir(directory: str | os.PathLike, option: str) -> None:
+    """Create ``directory`` now, so an unwritable one fails before any work."""
+    from .errors import UsageError
+
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {directory}: cannot create it ({exc.strerror or exc})"
+                         ) from None
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise UsageError(f"--sort-into {directory}: not writable")
+        raise UsageError(f"{option} {directory}: not writable")
+
+
+def prepare_sort_dir(directory: str | os.PathLike, labels: Sequence[str]) -> None:
+    """Make ``DIR/<label>/`` for every label now, so an unwritable DIR fails before any work."""
+    for label in labels:
+        prepare_dir(os.path.join(directory, label), "--sort-into")
 
 
 def sort_into(directory: str | os.PathLike, rec: dict) -> str | None:

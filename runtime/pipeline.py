@@ -97,7 +97,7 @@ class Classifier:
             probs = self.model.predict(np.stack([r.prepared.tensor for r in ready]))
             each = (time.perf_counter() - t0) / len(ready)
             card = self.model.card
-            for r, p in zip(ready, probs):
+            for r, p in zip(ready, probs, strict=True):
                 r.decision = decide(p, card.labels, card.alerts, self.threshold)
                 r.timings["infer"] = each
         return results

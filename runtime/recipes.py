@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -144,7 +144,7 @@ class RGBRecipe:
         return Prepared(tensor, {"bin": 0.0, "prepare": time.perf_counter() - t0})
 
 
-Recipe = Union[AsinhRecipe, RGBRecipe]
+Recipe = AsinhRecipe | RGBRecipe
 RECIPES = {"asinh": AsinhRecipe, "rgb": RGBRecipe}
 
 

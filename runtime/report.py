@@ -139,7 +139,7 @@ def _model_section(ev: Evaluation, k: int, out: Path) -> str:
 
 
 def _wrong(ev: Evaluation) -> list[int]:
-    return [i for i, (t, s) in enumerate(zip(ev.truths, ev.said)) if t != s]
+    return [i for i, (t, s) in enumerate(zip(ev.truths, ev.said, strict=True)) if t != s]
 
 
 def _threshold_plot(plt, evaluations: Sequence[Evaluation], target: Path) -> bool:

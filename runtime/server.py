@@ -1,9 +1,14 @@
 """``frameqc serve``: the model loaded once, answering on a unix socket and, if asked, TCP.
 
-Hardened where the upstream server was not: a limit on announced sizes, read deadlines,
-concurrent clients (preparation in parallel, inference serialised by the model), no
-request can stop the loop, clean shutdown on SIGTERM/SIGINT, a stale socket replaced,
-and the socket created with mode 0660.
+Hardened where the upstream server was not: a limit on announced sizes, one deadline
+for each whole request (a client dripping bytes is dropped in time), concurrent clients
+(a bounded number decoding at once, inference serialised by the model), no request can
+stop the loop, clean shutdown on SIGTERM/SIGINT, a stale socket replaced, another
+user's socket never taken over, and the socket created with mode 0660.
+
+Who may connect: the unix socket is 0660, so this user and the members of the socket's
+group; each can make the server read any file it can read, unless ``--allow DIR``
+limits the frames to some folders. TCP clients send image bytes, never paths.
 """
 
 from __future__ import annotations
@@ -27,28 +32,36 @@ import numpy as np
 from . import __version__
 from .card import parse_binning
 from .errors import FrameError, FrameQCError, UsageError
-from .model import Model
-from .output import append_log, record
-from .pipeline import Classifier
+from .model import Model, available_cpus
+from .output import append_log, check_appendable, record
+from .pipeline import Classifier, Result
 from .protocol import (
     DEFAULT_MAX_BYTES,
     DEFAULT_TIMEOUT,
     LENGTH_BYTES,
-    MAX_LINE,
+    LineReader,
     file_identity,
+    peer_uid,
+    prepare_socket_dir,
     recv_exact,
     send,
 )
 
 MAX_CLIENTS = 32
+LOG_WARN_EVERY = 60.0  # seconds between two complaints about an unwritable --log
 
 
 class Service:
     """The resident model and the bookkeeping every handler shares."""
 
     def __init__(self, model: Model, log: str | None, max_bytes: int, timeout: float,
-                 err: TextIO = sys.stderr) -> None:
+                 err: TextIO = sys.stderr, allow: tuple[str, ...] = ()) -> None:
         self.model, self.card = model, model.card
+        self.allow = tuple(os.path.realpath(d) for d in allow)
+        # frames decoded at once: each may take up to $FRAMEQC_MAX_PIXELS float64 pixels,
+        # so memory is bounded by this, not by the number of clients
+        self.decoding = threading.BoundedSemaphore(available_cpus())
+        self.log_failed_at = -LOG_WARN_EVERY
         self.identity = file_identity(model.path)
         self.classifier = Classifier(model)
         self.log, self.err = log, err
@@ -72,6 +85,19 @@ class Service:
                 "requests": self.requests, "frames": self.frames, "errors": self.errors,
                 "endpoints": self.endpoints}
 
+    def classify(self, classifier: Classifier, source: str | bytes, name: str) -> Result:
+        """One frame, with at most as many frames decoding at once as there are CPUs."""
+        if isinstance(source, str) and not self.allowed(source):
+            return Result(name, error="not under a folder this server may read (serve --allow)")
+        with self.decoding:
+            return classifier.classify(source, name=name)
+
+    def allowed(self, path: str) -> bool:
+        if not self.allow:
+            return True
+        real = os.path.realpath(path)
+        return any(real == d or real.startswith(d.rstrip(os.sep) + os.sep) for d in self.allow)
+
     def classifier_for(self, binning, threshold) -> Classifier:
         if binning is None and threshold is None:
             return self.classifier
@@ -84,7 +110,16 @@ class Service:
         """One log line per frame: to --log as JSON, else a short line on stderr."""
         self.count(frames=1, errors="error" in rec)
         if self.log:
-            append_log(self.log, rec, timings, client=client)
+            try:
+                append_log(self.log, rec, timings, client=client)
+            except OSError as exc:  # the client still gets its answer
+                now = time.monotonic()
+                if now - self.log_failed_at >= LOG_WARN_EVERY:
+                    self.log_failed_at = now
+                    self.err.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} cannot write "
+                                   f"--log {self.log} ({exc.strerror or exc}); answering "
+                                   "clients regardless\n")
+                    self.err.flush()
         else:
             what = rec.get("error") or f"{rec['label']} {rec['probability']:.3f}"
             self.err.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {client} {rec['path']}: "
@@ -106,18 +141,20 @@ class LocalHandler(socketserver.StreamRequestHandler):
 
     def handle(self) -> None:
         svc = self.server.service
-        self.connection.settimeout(svc.timeout)
+        reader = LineReader(self.connection)
         while True:
-            try:
-                line = self.rfile.readline(MAX_LINE)
+            try:  # each request, idle wait included, must arrive within --timeout
+                line = reader.readline(time.monotonic() + svc.timeout)
+            except ValueError:
+                with contextlib.suppress(OSError):
+                    self.reply({"error": "request line too long"})
+                return
             except OSError:
                 return
             if not line:
                 return
             svc.count(requests=1)
             try:
-                if not line.endswith(b"\n"):
-                    raise UsageError("request line too long")
                 self.answer(json.loads(line))
             except (ValueError, TypeError, KeyError, FrameQCError) as exc:
                 svc.count(errors=1)
@@ -141,7 +178,7 @@ class LocalHandler(socketserver.StreamRequestHandler):
             raise UsageError("paths must be a list of absolute paths")
         classifier = svc.classifier_for(request.get("bin"), request.get("threshold"))
         for path in paths:
-            result = classifier.classify(path, name=path)
+            result = svc.classify(classifier, path, path)
             if result.error is not None:
                 result.error = _server_side(result.error)
             rec = record(result, svc.card.model_id)
@@ -150,6 +187,7 @@ class LocalHandler(socketserver.StreamRequestHandler):
         self.reply({"end": True})
 
     def reply(self, message: dict) -> None:
+        self.connection.settimeout(self.server.service.timeout)
         send(self.connection, message)
 
 
@@ -163,16 +201,15 @@ class UpstreamHandler(socketserver.BaseRequestHandler):
         sock: socket.socket = self.request
         client = f"tcp:{self.client_address[0]}"
         svc.count(requests=1)
-        try:
-            sock.settimeout(svc.timeout)
-            deadline = time.monotonic() + 4 * svc.timeout
-            size = int.from_bytes(recv_exact(sock, LENGTH_BYTES), "big")
+        try:  # the whole request, length and image, within --timeout of the accept
+            deadline = time.monotonic() + svc.timeout
+            size = int.from_bytes(recv_exact(sock, LENGTH_BYTES, deadline), "big")
             if size == 0:
                 raise FrameError("empty image")
             if size > svc.max_bytes:
                 raise FrameError(f"image of {size} bytes is over the limit of {svc.max_bytes}")
-            data = self.read_body(sock, size, deadline)
-            result = svc.classifier.classify(data, name=f"<{size} bytes from {client}>")
+            data = recv_exact(sock, size, deadline)
+            result = svc.classify(svc.classifier, data, f"<{size} bytes from {client}>")
             rec = record(result, svc.card.model_id)
             svc.note(client, rec, result.timings)
             reply = (f"ERROR {result.error}" if result.error else
@@ -185,19 +222,8 @@ class UpstreamHandler(socketserver.BaseRequestHandler):
             svc.err.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {client}: dropped ({exc})\n")
             return
         with contextlib.suppress(OSError):
+            sock.settimeout(svc.timeout)
             sock.sendall(reply.encode("ascii", "replace"))
-
-    @staticmethod
-    def read_body(sock: socket.socket, size: int, deadline: float) -> bytes:
-        buf = bytearray()
-        while len(buf) < size:
-            if time.monotonic() > deadline:
-                raise TimeoutError("client too slow")
-            chunk = sock.recv(min(size - len(buf), 1 << 20))
-            if not chunk:
-                raise ConnectionError(f"connection closed after {len(buf)} of {size} bytes")
-            buf += chunk
-        return bytes(buf)
 
 
 class _Limited:
@@ -238,22 +264,34 @@ class TCPServer(_Limited, socketserver.ThreadingMixIn, socketserver.TCPServer):
 
 
 def claim_socket(path: Path) -> None:
-    """Make way for a new socket: remove a stale one, refuse a live one or a non-socket."""
+    """Make way for a new socket: remove a stale one, refuse a live one or a non-socket.
+
+    A socket another user's process listens on (someone bound the path first) is named
+    as such; a stale one that cannot be removed is a one-line error, not a traceback.
+    """
     try:
-        mode = os.lstat(path).st_mode
+        st = os.lstat(path)
     except FileNotFoundError:
         return
-    if not stat.S_ISSOCK(mode):
+    if not stat.S_ISSOCK(st.st_mode):
         raise UsageError(f"{path} exists and is not a socket; not touching it")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.settimeout(1.0)
         probe.connect(str(path))
+        owner = peer_uid(probe)
     except OSError:
-        path.unlink()  # nobody listens: left over from a server that died
+        try:
+            path.unlink()  # nobody listens: left over from a server that died
+        except OSError as exc:
+            raise UsageError(f"{path} is a stale socket of uid {st.st_uid} that cannot be "
+                             f"removed ({exc.strerror}); give --socket another path") from None
         return
     finally:
         probe.close()
+    if owner != os.getuid():
+        raise UsageError(f"{path} is held by another user's process (uid {owner}); not "
+                         "serving there: give --socket another path")
     raise UsageError(f"a server is already listening on {path}")
 
 
@@ -264,18 +302,27 @@ def parse_hostport(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def check_options(tcp: str | None, log: str | None) -> tuple[str, int] | None:
+    """What can be refused before the model is loaded or a socket bound."""
+    if log:
+        check_appendable(log, "--log")
+    return parse_hostport(tcp) if tcp else None
+
+
 def serve(model: Model, socket_path: Path, tcp: str | None = None, log: str | None = None,
           max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT,
-          err: TextIO = sys.stderr) -> int:
+          err: TextIO | None = None, allow: tuple[str, ...] = ()) -> int:
     """Serve until SIGTERM or SIGINT; the socket file is removed on the way out."""
     import astropy.io.fits  # noqa: F401 -- imported here, once: a first import racing in
     import PIL.Image  # noqa: F401        two handler threads can fail half-initialised
 
-    service = Service(model, log, max_bytes, timeout, err)
+    err = err or sys.stderr
+    hostport = check_options(tcp, log)
+    service = Service(model, log, max_bytes, timeout, err, allow)
     size = model.card.input_size
     model.predict(np.zeros((1, 3, size, size), np.float32))  # warm up: the first run is slow
     servers: list[socketserver.BaseServer] = []
-    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    prepare_socket_dir(socket_path)
     claim_socket(socket_path)
     old_umask = os.umask(0o117)  # the socket is born 0660: no window with wider rights
     try:
@@ -285,8 +332,8 @@ def serve(model: Model, socket_path: Path, tcp: str | None = None, log: str | No
     local.service = service
     servers.append(local)
     service.endpoints.append(f"unix:{socket_path}")
-    if tcp:
-        host, port = parse_hostport(tcp)
+    if hostport:
+        host, port = hostport
         TCPServer.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
             remote = TCPServer((host, port), UpstreamHandler)

@@ -59,11 +59,11 @@ def make_frame(kind: str = "good", size: int | tuple[int, int] = 2048,
         track = np.linspace(-0.5, 0.5, steps)
         dy = length * (np.sin(angle) * track + bend * track**2)
         dx = length * np.cos(angle) * track
-        for y, x, f in zip(ys, xs, fluxes):
-            for oy, ox in zip(dy, dx):
+        for y, x, f in zip(ys, xs, fluxes, strict=True):
+            for oy, ox in zip(dy, dx, strict=True):
                 _stamp_star(img, y + oy, x + ox, f / steps, sigma)
     else:
-        for y, x, f in zip(ys, xs, fluxes):
+        for y, x, f in zip(ys, xs, fluxes, strict=True):
             _stamp_star(img, y, x, f, sigma)
     img += sky + 30.0 * np.sin(np.linspace(0, np.pi, w))[None, :] * rng.uniform(-1, 1)
     if kind == "shutter":

@@ -31,7 +31,7 @@ def random_params(n_classes: int, hidden: int = 256, seed: int = 0) -> dict[str,
     """Parameters drawn as torchvision initialises vgg16 (Kaiming fan-out convs, N(0, 0.01))."""
     rng = np.random.default_rng(seed)
     params, c_in = {}, 3
-    for idx, c_out in zip(conv_indices(), [v for v in CONFIG if v != "M"]):
+    for idx, c_out in zip(conv_indices(), [v for v in CONFIG if v != "M"], strict=True):
         std = np.sqrt(2.0 / (c_out * 9))
         params[f"features.{idx}.weight"] = rng.standard_normal(
             (c_out, c_in, 3, 3), np.float32) * np.float32(std)

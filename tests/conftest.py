@@ -81,6 +81,31 @@ def exported(weights, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def runtime_model(tmp_path_factory) -> dict:
+    """A vgg16 model (fp32 and int8) made without torch, for tests that need no export.
+
+    The graph comes from the runtime's own builder (random weights, torchvision's init),
+    the int8 twin from the export's onnxruntime-only quantizer; torch is never imported,
+    so the server and watch tests run where torch is not installed.
+    """
+    from frameqc.export.frames import synthetic_tensors
+    from frameqc.export.onnx_export import quantize_int8
+    from frameqc.runtime.card import ModelCard
+    from frameqc.runtime.model import install_model, stage_model
+    from frameqc.runtime.recipes import AsinhRecipe
+    from frameqc.runtime.vgg16_graph import build_graph, random_params
+
+    card = ModelCard(labels=LABELS, alerts=("Shutter",), weights_sha256="0123456789ab" * 5,
+                     weights_name="random vgg16 (tests)")
+    out = tmp_path_factory.mktemp("runtime_model") / "model.onnx"
+    install_model(stage_model(build_graph(random_params(len(LABELS), seed=3),
+                                          metadata=card.to_metadata()), out), out)
+    frames = synthetic_tensors(AsinhRecipe(), 6)
+    int8, _ = quantize_int8(out, card, frames[:4], frames[4:], min_agreement=0.0)
+    return {"fp32": out, "int8": int8}
+
+
+@pytest.fixture(scope="session")
 def fits_dir(tmp_path_factory) -> Path:
     """Real FITS files in the forms the runtime must read (see each name)."""
     d = tmp_path_factory.mktemp("frames")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from frameqc.runtime.model import weights_file
+
 from conftest import run_cli
 
 ROOT = Path(__file__).parent.parent
@@ -56,7 +58,8 @@ def mounts(exported, fits_dir, tmp_path_factory):
     incoming = tmp_path_factory.mktemp("incoming")
     int8 = exported["int8"]
     shutil.copy(int8, models / int8.name)
-    shutil.copy(int8.with_name(int8.name + ".data"), models / (int8.name + ".data"))
+    data = weights_file(int8)
+    shutil.copy(data, models / data.name)
     (models / "model.onnx").symlink_to(int8.name)  # as the README deploys a model
     for name in ("full_good.fits", "full_shutter.fits", "fpacked.fits.fz"):
         shutil.copy(fits_dir / name, incoming / name)

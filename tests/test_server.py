@@ -1,7 +1,5 @@
 """``frameqc serve`` as a real process on real unix and TCP sockets."""
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -14,13 +12,10 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import run_cli
-
-pytest.importorskip("torch")  # the model comes from the session's export
+from serving import Server, frame_payload, png_bytes, upstream
 
 #: frameqc classify with a check that the light client path imported nothing heavy.
 LIGHT = """
@@ -34,16 +29,16 @@ sys.exit(code)
 
 
 @pytest.fixture(scope="session")
-def wobble_model(exported, tmp_path_factory) -> Path:
-    """The exported int8 network with the wobble classifier's card (rgb, Wobble >= 0.6)."""
+def wobble_model(runtime_model, tmp_path_factory) -> Path:
+    """The runtime_model int8 network with the wobble classifier's card (rgb, Wobble >= 0.6)."""
     import onnx
 
     from frameqc.runtime.card import ModelCard
     from frameqc.runtime.model import Model
 
-    card = Model(exported["int8"]).card.with_(labels=("Wobble", "OK"), alerts=("Wobble",),
+    card = Model(runtime_model["int8"]).card.with_(labels=("Wobble", "OK"), alerts=("Wobble",),
                                               threshold=0.6, recipe={"name": "rgb"})
-    model = onnx.load(str(exported["int8"]))
+    model = onnx.load(str(runtime_model["int8"]))
     del model.metadata_props[:]
     for k, v in card.to_metadata().items():
         model.metadata_props.add(key=k, value=v)
@@ -53,83 +48,12 @@ def wobble_model(exported, tmp_path_factory) -> Path:
     return path
 
 
-def png_bytes(seed: int) -> bytes:
-    from frameqc.runtime.frames import FITS, Frame
-    from frameqc.runtime.recipes import AsinhRecipe
-    from frameqc.runtime.synthetic import make_frame
-
-    plane = AsinhRecipe().prepare(Frame(FITS, make_frame("good", 681, seed))).preview()
-    buf = io.BytesIO()
-    Image.fromarray(np.repeat(plane[:, :, None], 3, axis=2)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-class Server:
-    """A ``frameqc serve`` subprocess, waited for until its socket answers."""
-
-    def __init__(self, model: Path, sock: Path, *extra: str) -> None:
-        self.sock = sock
-        self.log = sock.with_suffix(".stderr")
-        with open(self.log, "w") as err:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "frameqc.runtime.cli", "serve", "--model", str(model),
-                 "--socket", str(sock), *extra], stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()}")
-            with contextlib.suppress(OSError):
-                socket.socket(socket.AF_UNIX).connect(str(sock))
-                self.tcp_port = self._port()
-                return
-            time.sleep(0.1)
-        raise RuntimeError("server did not start")
-
-    def _port(self) -> int | None:
-        for _ in range(50):
-            m = re.search(r"tcp:[^,;]*:(\d+)", self.log.read_text())
-            if m or "--tcp" not in self.proc.args:
-                return int(m.group(1)) if m else None
-            time.sleep(0.1)
-        return None
-
-    def status(self) -> dict:
-        code, out, err = run_cli("status", "--json", "--socket", str(self.sock))
-        assert code == 0, err
-        return json.loads(out)
-
-    def rss_kb(self) -> int:
-        text = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+)", text).group(1))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def wobble_server(wobble_model, tmp_path_factory):
     sock = tmp_path_factory.mktemp("srv") / "wobble.sock"
     server = Server(wobble_model, sock, "--tcp", "127.0.0.1:0", "--timeout", "1")
     yield server
     server.stop()
-
-
-def upstream(port: int, payload: bytes, close_write: bool = False) -> bytes:
-    """The upstream client: length, bytes, then read the reply until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(payload)
-        if close_write:
-            s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := s.recv(4096):
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def frame_payload(data: bytes) -> bytes:
-    return len(data).to_bytes(8, "big") + data
 
 
 def expected_reply(model: Path, data: bytes) -> str:
@@ -235,8 +159,8 @@ def test_status_and_socket_mode(wobble_server, wobble_model):
 # -- the shutter model on the local socket -----------------------------------------------
 
 @pytest.fixture()
-def shutter_server(exported, tmp_path):
-    server = Server(exported["int8"], tmp_path / "s.sock")
+def shutter_server(runtime_model, tmp_path):
+    server = Server(runtime_model["int8"], tmp_path / "s.sock")
     yield server
     server.stop()
 
@@ -247,60 +171,60 @@ def light_classify(*argv: str, env: dict | None = None) -> subprocess.CompletedP
                           stdin=subprocess.DEVNULL)
 
 
-def test_classify_uses_the_server_and_stays_light(shutter_server, exported, fits_dir):
+def test_classify_uses_the_server_and_stays_light(shutter_server, runtime_model, fits_dir):
     paths = [str(fits_dir / "full_good.fits"), str(fits_dir / "missing.fits")]
     env = {"FRAMEQC_SOCKET": str(shutter_server.sock)}
-    served = light_classify("--model", str(exported["int8"]), "-f", "json", *paths, env=env)
+    served = light_classify("--model", str(runtime_model["int8"]), "-f", "json", *paths, env=env)
     assert served.returncode == 1 and served.stderr.splitlines()[-1] == "heavy: "
     assert "the server cannot read this file: no such file" in served.stderr
     assert shutter_server.status()["frames"] == 2
     env_local = {"FRAMEQC_SOCKET": str(shutter_server.sock.with_name("none.sock"))}
-    local = light_classify("--model", str(exported["int8"]), "-f", "json", *paths,
+    local = light_classify("--model", str(runtime_model["int8"]), "-f", "json", *paths,
                            env=env_local)
     assert local.returncode == 1 and "numpy" in local.stderr.splitlines()[-1]
     rows = [json.loads(line) for line in served.stdout.splitlines()]
     assert rows[0] == {**json.loads(local.stdout.splitlines()[0]), "seconds": rows[0]["seconds"]}
 
 
-def test_text_output_and_exit_code_match_local(shutter_server, exported, fits_dir):
+def test_text_output_and_exit_code_match_local(shutter_server, runtime_model, fits_dir):
     path = str(fits_dir / "prebinned_227.fits")
     served = run_cli("classify", "--socket", str(shutter_server.sock), path)
-    local = run_cli("classify", "--model", str(exported["int8"]), path)
+    local = run_cli("classify", "--model", str(runtime_model["int8"]), path)
     assert served[0] == local[0] == 0 and served[1] == local[1]
 
 
-def test_other_model_is_run_locally(shutter_server, exported, fits_dir, monkeypatch):
+def test_other_model_is_run_locally(shutter_server, runtime_model, fits_dir, monkeypatch):
     monkeypatch.setenv("FRAMEQC_SOCKET", str(shutter_server.sock))
-    code, _, _ = run_cli("classify", "--model", str(exported["fp32"]), "-f", "json",
+    code, _, _ = run_cli("classify", "--model", str(runtime_model["fp32"]), "-f", "json",
                          str(fits_dir / "full_good.fits"))
     assert code == 0 and shutter_server.status()["frames"] == 0
     code, _, err = run_cli("classify", "--socket", str(shutter_server.sock), "--model",
-                           str(exported["fp32"]), str(fits_dir / "full_good.fits"))
+                           str(runtime_model["fp32"]), str(fits_dir / "full_good.fits"))
     assert code == 2 and "serves" in err
 
 
-def test_stale_or_absent_socket_falls_back(exported, fits_dir, tmp_path, monkeypatch):
+def test_stale_or_absent_socket_falls_back(runtime_model, fits_dir, tmp_path, monkeypatch):
     stale = tmp_path / "stale.sock"
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(stale))
     s.close()  # the file stays, nobody listens: a server that died
     path = str(fits_dir / "full_good.fits")
     monkeypatch.setenv("FRAMEQC_SOCKET", str(stale))
-    assert run_cli("classify", "--model", str(exported["int8"]), path)[0] == 0
+    assert run_cli("classify", "--model", str(runtime_model["int8"]), path)[0] == 0
     code, _, err = run_cli("classify", "--socket", str(stale), path)
     assert code == 2 and f"no frameqc server answers on {stale}" in err
     assert run_cli("status", "--socket", str(tmp_path / "absent.sock"))[0] == 2
 
 
-def test_start_handles_stale_live_and_foreign_files(exported, tmp_path):
+def test_start_handles_stale_live_and_foreign_files(runtime_model, tmp_path):
     stale = tmp_path / "a.sock"
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(stale))
     s.close()
-    first = Server(exported["int8"], stale)  # replaces the stale socket
+    first = Server(runtime_model["int8"], stale)  # replaces the stale socket
     try:
         second = subprocess.run([sys.executable, "-m", "frameqc.runtime.cli", "serve",
-                                 "--model", str(exported["int8"]), "--socket", str(stale)],
+                                 "--model", str(runtime_model["int8"]), "--socket", str(stale)],
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 2 and "already listening" in second.stderr
     finally:
@@ -308,14 +232,14 @@ def test_start_handles_stale_live_and_foreign_files(exported, tmp_path):
     assert not stale.exists(), "SIGTERM must remove the socket file"
     (tmp_path / "file").write_text("precious")
     proc = subprocess.run([sys.executable, "-m", "frameqc.runtime.cli", "serve", "--model",
-                           str(exported["int8"]), "--socket", str(tmp_path / "file")],
+                           str(runtime_model["int8"]), "--socket", str(tmp_path / "file")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "not a socket" in proc.stderr
     assert (tmp_path / "file").read_text() == "precious"
 
 
-def test_sigint_also_cleans_up(exported, tmp_path):
-    server = Server(exported["int8"], tmp_path / "i.sock")
+def test_sigint_also_cleans_up(runtime_model, tmp_path):
+    server = Server(runtime_model["int8"], tmp_path / "i.sock")
     server.proc.send_signal(signal.SIGINT)
     assert server.proc.wait(timeout=30) == 0 and not (tmp_path / "i.sock").exists()
     assert "stopped after" in server.log.read_text()
