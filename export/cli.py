@@ -170,7 +170,11 @@ def export_weights(weights, card: ModelCard, out: Path, frames: list, int8: bool
         print(f"wrote {path} + .data ({_mib(path):.1f} MiB, int8, calibrated on "
               f"{len(calibration)} frames, {time.perf_counter() - t1:.1f} s)")
         print("  " + verdict.line())
-        if verdict.judged < 30:
+        if verdict.judged == 0:
+            print(f"frameqc export: warning: every held-out frame is within "
+                  f"+-{margin:g} of the threshold, so int8 was judged by its probabilities "
+                  f"alone (max |dp| {verdict.max_dp:.4f})", file=sys.stderr)
+        elif verdict.judged < 30:
             print(f"frameqc export: warning: int8 judged on only {verdict.judged} frames; "
                   "give more --calibration frames for a firmer verdict", file=sys.stderr)
     print(f"labels: {', '.join(f'{i}={n}' for i, n in enumerate(card.labels))}; "

@@ -161,12 +161,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _load_model(path: Path, threads: int | None, frames: int | None = None):
-    """Build the session in a thread while this one imports what reading frames needs.
+    """Build the session in a thread while this one imports what classifying needs.
 
-    onnxruntime releases the GIL while it builds a session (about 0.3 s for int8), and the
-    import of astropy.io.fits takes about as long: a cold one-shot pays one, not both.
-    Every import happens in this thread, before and after the worker starts: numpy
-    imported from two threads at once can fail half-initialised.
+    onnxruntime releases the GIL while it builds a session, so the imports of the
+    pipeline overlap it. Plain FITS frames (IO:O's) are read without astropy, whose
+    0.16 s import stays off a cold one-shot. Every import happens in this thread, before
+    and after the worker starts: numpy imported from two threads at once can fail
+    half-initialised.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -177,8 +178,6 @@ def _load_model(path: Path, threads: int | None, frames: int | None = None):
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         loading = pool.submit(Model, path, threads, frames)
-        import astropy.io.fits  # noqa: F401
-
         from . import pipeline  # noqa: F401
         return loading.result()
 
@@ -234,7 +233,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .model import Model
 
     card = Model(args.model, threads=1, frames=0).card
-    print(json.dumps(asdict(card), indent=2) if args.json else card.describe())
+    print(json.dumps(asdict(card), indent=2) if args.json
+          else card.describe() + "\n\n" + card.advice())
     return EXIT_OK
 
 
@@ -320,6 +320,52 @@ def add_evaluate(sub) -> None:
     p.add_argument("--mistakes", type=positive_int, default=60, metavar="N",
                    help="mistakes shown per model in the report (default 60)")
     p.set_defaults(func=cmd_evaluate)
+
+
+# -- archive ----------------------------------------------------------------------------
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    from .archive import archive
+    from .model import resolve_model_path
+
+    summary = archive(resolve_model_path(args.model), args.output, args.sources,
+                      scheduler=args.scheduler, workers=args.workers, resume=args.resume,
+                      batch=args.batch)
+    print(f"frameqc archive: {summary.line()}; results in {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def add_archive(sub) -> None:
+    from .archive import BATCH
+
+    p = sub.add_parser(
+        "archive", help="reclassify an archive on a Dask cluster, Parquet out (resumable)",
+        description="Classify every frame of SOURCES (files, folders searched recursively, "
+                    "@LIST files of paths) on a Dask cluster: a LocalCluster here, or an "
+                    "existing scheduler. One Parquet row per frame in OUT: path, night, "
+                    "label, index, probability, p_<label>..., model, error, seconds. "
+                    "Needs the dask extra: pip install 'frameqc[dask]'.",
+        epilog="examples:\n"
+               "  frameqc archive --model touse3.onnx -o results/ /archive/ioo/2024/\n"
+               "  frameqc archive --model touse3.onnx -o results/ --resume @frames.txt\n"
+               "  frameqc archive --model /shared/touse3.onnx -o /shared/results "
+               "--scheduler tcp://head:8786 @frames.txt")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="frame file, folder (recursive), or @FILE listing paths")
+    p.add_argument("--model", "-m", help="model .onnx (default: $FRAMEQC_MODEL); the "
+                   "workers must see it at the same path")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="folder of the Parquet dataset")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="an existing Dask scheduler, e.g. tcp://host:8786")
+    where.add_argument("--workers", type=positive_int, metavar="N",
+                       help="worker processes of the local cluster (default: usable CPUs)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip frames already in OUT for the same model")
+    p.add_argument("--batch", type=positive_int, default=BATCH, metavar="N",
+                   help=f"frames per task (default {BATCH})")
+    p.set_defaults(func=cmd_archive)
 
 
 # -- bin --------------------------------------------------------------------------------
@@ -500,7 +546,7 @@ def add_demo(sub) -> None:
 # -- entry point ------------------------------------------------------------------------
 
 BUILTIN: dict[str, Callable] = {"classify": add_classify, "evaluate": add_evaluate,
-                                "info": add_info, "bin": add_bin,
+                                "archive": add_archive, "info": add_info, "bin": add_bin,
                                 "serve": add_serve, "status": add_status, "watch": add_watch,
                                 "demo": add_demo}
 

@@ -45,6 +45,7 @@ def prepare(source: Source, recipe: Recipe) -> Prepared:
     read_s = time.perf_counter() - t0
     prepared = recipe.prepare(frame)
     prepared.timings = {"read": read_s, **prepared.timings}
+    prepared.date_obs = frame.date_obs
     return prepared
 
 

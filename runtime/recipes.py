@@ -72,6 +72,7 @@ class Prepared:
 
     tensor: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
+    date_obs: str | None = None  # the frame's DATE-OBS, carried to the result
 
     def preview(self) -> np.ndarray:
         """What the network saw, as a uint8 image (H, W) or (H, W, 3)."""

@@ -45,3 +45,39 @@ def test_record_goes_into_the_card():
     v = judge_int8(probs([0.1, 0.9]), probs([0.12, 0.88]), CARD)
     card = CARD.with_(quantization=v.record())
     assert ModelCard.from_metadata(card.to_metadata()).quantization["held_out"] == 2
+
+
+def test_a_model_unsure_of_every_frame_is_judged_by_its_probabilities():
+    fp32 = probs(np.linspace(0.48, 0.52, 64))  # random weights: every frame a coin flip
+    close = judge_int8(fp32, probs(np.linspace(0.48, 0.52, 64) + 0.01), CARD)
+    far = judge_int8(fp32, probs(np.linspace(0.48, 0.52, 64) + 0.2), CARD)
+    assert close.judged == far.judged == 0
+    assert close.passes(0.95) and not far.passes(0.95)
+
+
+# -- session options by kind of work ---------------------------------------------------------
+
+@pytest.mark.parametrize("precision,frames,expected", [
+    ("fp32", 1, False), ("fp32", 500, False), ("fp32", None, False),  # fp32 never gains
+    ("int8", 1, False), ("int8", 2, False), ("int8", 3, True), ("int8", None, True),
+])
+def test_prepacking_follows_the_work(monkeypatch, precision, frames, expected):
+    from frameqc.runtime.model import want_prepack
+
+    monkeypatch.delenv("FRAMEQC_PREPACK", raising=False)
+    assert want_prepack(precision, frames) is expected
+    monkeypatch.setenv("FRAMEQC_PREPACK", "on")
+    assert want_prepack(precision, frames) is True
+    monkeypatch.setenv("FRAMEQC_PREPACK", "off")
+    assert want_prepack(precision, frames) is False
+
+
+def test_the_card_is_read_without_a_session(runtime_model, monkeypatch):
+    from frameqc.runtime.model import Model, read_card
+
+    card = read_card(runtime_model["int8"])
+    assert card.precision == "int8" and card.labels == ("Shutter", "OK")
+    assert read_card(__file__) is None
+    monkeypatch.delenv("FRAMEQC_PREPACK", raising=False)
+    assert Model(runtime_model["int8"], frames=1).prepacked is False
+    assert Model(runtime_model["int8"]).prepacked is True  # resident
