@@ -321,6 +321,11 @@ def serve(model: Model, socket_path: Path, tcp: str | None = None, log: str | No
     service = Service(model, log, max_bytes, timeout, err, allow)
     size = model.card.input_size
     model.predict(np.zeros((1, 3, size, size), np.float32))  # warm up: the first run is slow
+    # handlers before the socket exists: once a client can connect, a signal must stop us
+    # (where SIGINT starts ignored, one sent before this would be lost, and we would hang)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     servers: list[socketserver.BaseServer] = []
     prepare_socket_dir(socket_path)
     claim_socket(socket_path)
@@ -344,9 +349,6 @@ def serve(model: Model, socket_path: Path, tcp: str | None = None, log: str | No
         remote.service = service
         servers.append(remote)
         service.endpoints.append(f"tcp:{host}:{remote.server_address[1]}")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2},
                                 daemon=True) for s in servers]
     for t in threads:

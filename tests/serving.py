@@ -33,14 +33,15 @@ class Server:
     """A ``frameqc serve`` subprocess, waited for until its socket answers."""
 
     def __init__(self, model: Path, sock: Path, *extra: str, env: dict | None = None,
-                 user: int | None = None) -> None:
+                 user: int | None = None, preexec_fn=None) -> None:
         self.sock = sock
         self.log = sock.with_suffix(".stderr")
         with open(self.log, "w") as err:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "frameqc.runtime.cli", "serve", "--model", str(model),
                  "--socket", str(sock), *extra], stdout=subprocess.DEVNULL, stderr=err,
-                env=None if env is None else {**os.environ, **env}, user=user)
+                env=None if env is None else {**os.environ, **env}, user=user,
+                preexec_fn=preexec_fn)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -239,7 +239,10 @@ def test_start_handles_stale_live_and_foreign_files(runtime_model, tmp_path):
 
 
 def test_sigint_also_cleans_up(runtime_model, tmp_path):
-    server = Server(runtime_model["int8"], tmp_path / "i.sock")
+    """Started with SIGINT ignored (as under a non-interactive shell's '&'): only serve's
+    own handler, installed before the socket exists, can stop it."""
+    server = Server(runtime_model["int8"], tmp_path / "i.sock",
+                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     server.proc.send_signal(signal.SIGINT)
     assert server.proc.wait(timeout=30) == 0 and not (tmp_path / "i.sock").exists()
     assert "stopped after" in server.log.read_text()
