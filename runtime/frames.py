@@ -223,15 +223,16 @@ _STORED = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 def _read_plain(fh: IO[bytes], cards: dict, primary: dict) -> tuple[np.ndarray, str | None] | None:
     """The image read straight with numpy, where that gives what astropy gives.
 
-    That is an uncompressed image stored as it is (no BSCALE/BZERO), or 16-bit data
-    with BZERO = 32768 (how IO:O writes unsigned frames), which astropy returns as
+    That is an uncompressed image stored as it is (no BSCALE/BZERO, no BLANK), or 16-bit
+    data with BZERO = 32768 (how IO:O writes unsigned frames), which astropy returns as
     uint16. Anything else (other scaling, BLANK, compression) returns None and goes to
     astropy. Skipping astropy here keeps its 0.16 s import off a cold one-shot.
     """
     import numpy as np
 
     bitpix = _int(cards, "BITPIX", signed=True)
-    if cards.get("ZIMAGE") == "T" or bitpix not in _STORED or _int(cards, "NAXIS") != 2:
+    if cards.get("ZIMAGE") == "T" or bitpix not in _STORED or _int(cards, "NAXIS") != 2 \
+            or "BLANK" in cards:  # astropy turns BLANK pixels into NaN (as floats)
         return None
     try:
         bscale, bzero = float(cards.get("BSCALE", "1")), float(cards.get("BZERO", "0"))

@@ -1,4 +1,6 @@
 import gzip
+import io
+import warnings
 
 import numpy as np
 import pytest
@@ -69,3 +71,44 @@ def test_list_frames_sorted_and_filtered(tmp_path):
     (tmp_path / "sub.fits").mkdir()
     assert [p.name for p in list_frames(tmp_path)] == ["a.fits.fz", "b.fits", "c.jpg",
                                                        "d.fits.gz"]
+
+
+def _fits_bytes(data, **header) -> bytes:
+    hdu = fits.PrimaryHDU(data)
+    for k, v in header.items():
+        hdu.header[k] = v
+    buf = io.BytesIO()
+    hdu.writeto(buf)
+    return buf.getvalue()
+
+
+_RNG = np.random.default_rng(0)
+_FORMS = {
+    "uint16 BZERO": (_RNG.integers(0, 65535, (30, 20), dtype=np.uint16), {}),
+    "int16": (_RNG.integers(-30000, 30000, (30, 20), dtype=np.int16), {}),
+    "uint8": (_RNG.integers(0, 255, (30, 20), dtype=np.uint8), {}),
+    "int32": (_RNG.integers(-2**31, 2**31 - 1, (30, 20), dtype=np.int32), {}),
+    "int64": (_RNG.integers(-2**40, 2**40, (30, 20), dtype=np.int64), {}),
+    "float32": (_RNG.normal(0, 1e4, (30, 20)).astype(np.float32), {}),
+    "float64 NaN": (np.where(_RNG.random((30, 20)) < 0.1, np.nan, 1.5), {}),
+    "int16 BLANK": (np.array([[-32768, 5], [7, 9]], np.int16), {"BLANK": -32768}),
+    "int32 BLANK": (np.array([[-1, 5], [7, 9]], np.int32), {"BLANK": -1}),
+    "uint16 BLANK": (np.array([[0, 5], [7, 65535]], np.uint16), {"BLANK": 32767}),
+    "int16 scaled": (np.array([[1, 5], [7, 9]], np.int16), {"BSCALE": 2.5, "BZERO": 10.0}),
+    "DATE-OBS": (np.ones((4, 4), np.uint16), {"DATE-OBS": "2025-07-09T02:15:00.000"}),
+}
+
+
+@pytest.mark.parametrize("form", list(_FORMS))
+def test_frames_read_as_astropy_reads_them(form):
+    """Plain frames are read with numpy, the rest with astropy: the same either way."""
+    data, header = _FORMS[form]
+    raw = _fits_bytes(data, **header)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = fits.getdata(io.BytesIO(raw))
+    frame = read_frame(raw)
+    assert (frame.data.dtype.kind, frame.data.dtype.itemsize) == (ref.dtype.kind,
+                                                                  ref.dtype.itemsize)
+    np.testing.assert_array_equal(frame.data, ref)
+    assert frame.date_obs == header.get("DATE-OBS")
