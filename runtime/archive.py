@@ -32,7 +32,7 @@ from typing import TextIO
 
 from .card import ModelCard
 from .errors import UsageError
-from .frames import FRAME_SUFFIXES
+from .frames import walk_frames
 
 #: Paths per task: two read-ahead batches of the classifier. Measured here (100 frames,
 #: 2 workers): 16 keeps both workers busy to the end (27.8 frames/s after start-up);
@@ -67,11 +67,7 @@ def iter_sources(sources: Iterable[str]) -> Iterator[str]:
             except OSError as exc:
                 raise UsageError(f"{src}: cannot read the list ({exc.strerror or exc})") from None
         elif os.path.isdir(src):
-            for dirpath, dirnames, filenames in os.walk(src):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    if name.lower().endswith(FRAME_SUFFIXES) and not name.startswith("."):
-                        yield os.path.abspath(os.path.join(dirpath, name))
+            yield from walk_frames(src)
         else:
             yield os.path.abspath(src)
 

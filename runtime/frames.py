@@ -13,6 +13,7 @@ import os
 import stat
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -339,3 +340,16 @@ def list_frames(path: Path) -> list[Path]:
     """The frames of a directory, sorted by name (not recursive)."""
     return sorted(p for p in path.iterdir()
                   if p.is_file() and p.name.lower().endswith(FRAME_SUFFIXES))
+
+
+def walk_frames(root: str | os.PathLike, followlinks: bool = False) -> Iterator[str]:
+    """The frames under ``root``, recursively, as absolute paths, each folder sorted.
+
+    Hidden files and folders are passed over. A generator: a large tree is walked as
+    its paths are consumed, never listed whole.
+    """
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=followlinks):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.lower().endswith(FRAME_SUFFIXES) and not name.startswith("."):
+                yield os.path.abspath(os.path.join(dirpath, name))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError
-from .frames import FRAME_SUFFIXES
+from .frames import walk_frames
 
 
 @dataclass(frozen=True)
@@ -122,18 +122,11 @@ class LabelledSet:
                 LabelledSet(tuple(sorted(held, key=lambda it: (it[1], it[0]))), self.root))
 
 
-def _is_frame(name: str) -> bool:
-    return name.lower().endswith(FRAME_SUFFIXES) and not name.startswith(".")
-
-
 def _from_folder(root: Path) -> list[tuple[str, str]]:
-    items = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for dirpath, dirnames, filenames in os.walk(sub, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            items += [(os.path.abspath(os.path.join(dirpath, f)), sub.name)
-                      for f in sorted(filenames) if _is_frame(f)]
-    return items
+    return [(path, sub.name)
+            for sub in sorted(p for p in root.iterdir()
+                              if p.is_dir() and not p.name.startswith("."))
+            for path in walk_frames(sub, followlinks=True)]
 
 
 def _from_csv(path: Path) -> list[tuple[str, str]]:

@@ -132,12 +132,12 @@ def sort_into(directory: str | os.PathLike, rec: dict) -> str | None:
 
 
 def _suffix(name: str) -> str:
-    """``.fits.gz`` stays whole, so a renamed link is still listed as a frame."""
+    """The longest frame suffix (``.fits.gz`` whole), so a renamed link is still a frame."""
+    from .frames import FRAME_SUFFIXES
+
     lower = name.lower()
-    for double in (".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz"):
-        if lower.endswith(double):
-            return name[-len(double):]
-    return os.path.splitext(name)[1]
+    n = max((len(s) for s in FRAME_SUFFIXES if lower.endswith(s)), default=0)
+    return name[len(name) - n:] if n else os.path.splitext(name)[1]
 
 
 def _stem(name: str) -> str:
