@@ -1,6 +1,6 @@
-"""frameqc's benchmark: the seed's torch one-shot against frameqc, on the same frames.
+"""frameqc's benchmark: the upstream torch one-shot against frameqc, on the same frames.
 
-Measures, in one run on this machine: (a) the torch one-shot as the seed ran it, (b)
+Measures, in one run on this machine: (a) the torch one-shot as the upstream classifier ran it, (b)
 frameqc cold one-shots (fp32, int8), (c) resident one-shots through ``frameqc serve``,
 (d) batch throughput over full-size frames, (e) the peak RSS of each, (f) the network's
 FLOP rate against this machine's sgemm, and the per-stage time of one full-size frame.
@@ -105,7 +105,7 @@ def make_weights(work: Path) -> Path:
 
 
 def make_frames(directory: Path, n: int) -> list[Path]:
-    from frameqc.runtime.synthetic import KINDS, make_frame, write_fits
+    from frameqc.runtime.data.synthetic import KINDS, make_frame, write_fits
 
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -119,7 +119,7 @@ def make_frames(directory: Path, n: int) -> list[Path]:
 
 def vgg16_macs(size: int = 224, n_classes: int = 2, hidden: int = 256) -> int:
     """Multiply-accumulates of one vgg16 + head inference."""
-    from frameqc.runtime.vgg16_graph import CONFIG
+    from frameqc.runtime.model.vgg16_graph import CONFIG
 
     macs, c_in, s = 0, 3, size
     for v in CONFIG:
@@ -145,7 +145,7 @@ def sgemm_gflops(n: int = 4096, repeat: int = 3) -> float:
 
 
 def inference_rate(model_path: Path, batch: int, repeat: int) -> dict:
-    from frameqc.runtime.model import Model
+    from frameqc.runtime.model.session import Model
 
     model = Model(model_path)
     x = np.random.default_rng(0).random((batch, 3, 224, 224), np.float32)
@@ -160,9 +160,9 @@ def inference_rate(model_path: Path, batch: int, repeat: int) -> dict:
 
 
 def stage_timings(model_path: Path, frames: list[Path]) -> dict:
-    from frameqc.runtime.model import Model
-    from frameqc.runtime.pipeline import prepare
-    from frameqc.runtime.recipes import AsinhRecipe
+    from frameqc.runtime.engine.pipeline import prepare
+    from frameqc.runtime.model.recipes import AsinhRecipe
+    from frameqc.runtime.model.session import Model
 
     model = Model(model_path)
     stages: dict[str, list[float]] = {"read": [], "bin": [], "prepare": [], "infer": []}
@@ -224,7 +224,7 @@ def bench(args: argparse.Namespace) -> dict:
         subprocess.run([*FRAMEQC, "bin", "-b", "9", "--overwrite", "-o", str(work), str(frame)],
                        check=True, stdout=subprocess.DEVNULL)
         print("(a) torch one-shot", file=sys.stderr)
-        r["torch_oneshot"] = run_repeated([sys.executable, str(HERE / "seed_oneshot.py"),
+        r["torch_oneshot"] = run_repeated([sys.executable, str(HERE / "upstream_oneshot.py"),
                                            str(weights), "2", str(binned)], args.repeat)
     for name, m in (("fp32", model), ("int8", int8)):
         print(f"(b) cold one-shot {name}", file=sys.stderr)
@@ -278,7 +278,7 @@ def _has_dask() -> bool:
 
 def archive_rate(model: Path, frames: Path, n: int) -> dict:
     """``frameqc archive`` on the batch's frames: whole wall time, and without start-up."""
-    from frameqc.runtime.archive import archive
+    from frameqc.runtime.archive.cluster import archive
 
     with tempfile.TemporaryDirectory() as out:
         s = archive(model, out, [str(frames)])

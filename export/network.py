@@ -10,7 +10,7 @@ def build_vgg16(n_classes: int, hidden: int = 256, dropout: float = 0.4) -> nn.M
     """vgg16 (no pretrained weights: nothing is downloaded) with the transfer head.
 
     ``Linear(4096, hidden) -> ReLU -> Dropout -> Linear(hidden, n) -> LogSoftmax``,
-    as in UPSTREAM-NOTES.md; dropout does nothing at inference.
+    as in docs/upstream.md; dropout does nothing at inference.
     """
     from torchvision.models import vgg16
 
@@ -21,7 +21,7 @@ def build_vgg16(n_classes: int, hidden: int = 256, dropout: float = 0.4) -> nn.M
 
 
 class Probabilities(nn.Module):
-    """``exp`` of the network's LogSoftmax: the probabilities the seed printed."""
+    """``exp`` of the network's LogSoftmax: the probabilities the upstream classifier printed."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from frameqc.runtime.card import ModelCard
-from frameqc.runtime.decision import decide
 from frameqc.runtime.errors import FrameQCError
-from frameqc.runtime.model import discard_stage, install_model, stage_model
+from frameqc.runtime.model.card import ModelCard
+from frameqc.runtime.model.decision import decide, doubtful
+from frameqc.runtime.model.install import discard_stage, install_model, stage_model
+from frameqc.runtime.model.session import open_session
 
 OPSET = 17
 INPUT, OUTPUT = "image", "probabilities"
@@ -58,11 +59,8 @@ def with_card(model, card: ModelCard):
 
 
 def run_onnx(path: Path, batches: list[np.ndarray]) -> np.ndarray:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    """The model's outputs as the runtime computes them: its own session options."""
+    sess = open_session(path)
     return np.concatenate([sess.run(None, {INPUT: b})[0] for b in batches])
 
 
@@ -162,22 +160,12 @@ def _fmt(p: list[float]) -> str:
     return "[" + ", ".join(f"{x:.3f}" for x in p) + "]"
 
 
-def near_decision(p: np.ndarray, card: ModelCard, margin: float) -> bool:
-    """Would the decision move if the probabilities moved by ``margin``?"""
-    top = np.sort(p)[::-1]
-    if len(top) > 1 and top[0] - top[1] < 2 * margin:
-        return True
-    lo = decide(p, card.labels, card.alerts, max(card.threshold - margin, 1e-9)).index
-    hi = decide(p, card.labels, card.alerts, min(card.threshold + margin, 1.0)).index
-    return lo != hi
-
-
 def judge_int8(fp32: np.ndarray, int8: np.ndarray, card: ModelCard,
                margin: float = 0.05) -> Int8Verdict:
     """Compare decisions (the card's rule) and probabilities of int8 against fp32."""
     said32 = [decide(p, card.labels, card.alerts, card.threshold).index for p in fp32]
     said8 = [decide(p, card.labels, card.alerts, card.threshold).index for p in int8]
-    near = [near_decision(p, card, margin) for p in fp32]
+    near = [doubtful(p, card.labels, card.alerts, card.threshold, margin) for p in fp32]
     judged = [a == b for a, b, n in zip(said32, said8, near, strict=True) if not n]
     dp = np.abs(fp32 - int8).max(axis=1)
     worst = int(dp.argmax())

@@ -1,4 +1,4 @@
-"""``frameqc train``: fine-tune the seed's network (vgg16 + its transfer head) on labelled frames.
+"""``frameqc train``: fine-tune the upstream network (vgg16 + its transfer head) on labelled frames.
 
 Frames are prepared by ``frameqc.runtime`` (the exact preparation production runs), so
 training and inference cannot drift apart. The layers that are not trained are run once
@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
-from frameqc.runtime.card import ModelCard
-from frameqc.runtime.decision import decide
+from frameqc.runtime.engine.pipeline import prepare
 from frameqc.runtime.errors import FrameError, UsageError
-from frameqc.runtime.labelled import LabelledSet
-from frameqc.runtime.pipeline import prepare
-from frameqc.runtime.recipes import Recipe, make_recipe
+from frameqc.runtime.lifecycle.labelled import LabelledSet
+from frameqc.runtime.model.card import ModelCard
+from frameqc.runtime.model.decision import decide
+from frameqc.runtime.model.recipes import Recipe, make_recipe
+from frameqc.runtime.util.progress import Progress
 
 if TYPE_CHECKING:  # torch is imported where it is used: `frameqc --help` stays light
     import torch
@@ -68,7 +69,7 @@ class Epoch:
 
 
 @dataclass
-class Prepared:
+class Features:
     """A labelled set run through the frozen layers: features, targets, and a few tensors."""
 
     features: torch.Tensor
@@ -88,8 +89,8 @@ def init_network(init: str, n_classes: int, seed: int, say: Callable[[str], None
     import torch
     from torch import nn
 
-    from .network import build_vgg16
-    from .weights import load_weights
+    from frameqc.export.network import build_vgg16
+    from frameqc.export.weights import load_weights
 
     torch.manual_seed(seed)
     if init == "imagenet":
@@ -134,7 +135,7 @@ def split_network(net: nn.Module, tune: str) -> tuple[nn.Module, nn.Module]:
 
 def featurize(frozen: nn.Module, data: LabelledSet, labels: tuple[str, ...], recipe: Recipe,
               device: torch.device, say: Callable[[str, bool], None], keep: int = 0,
-              batch: int = 16) -> Prepared:
+              batch: int = 16) -> Features:
     """Prepare every frame with the runtime's recipe and run it through the frozen layers.
 
     Frames that cannot be read or prepared are skipped and named (``classify`` would
@@ -173,10 +174,10 @@ def featurize(frozen: nn.Module, data: LabelledSet, labels: tuple[str, ...], rec
         + (f"; {len(skipped)} not readable, skipped" if skipped else ""), True)
     if not targets:
         raise UsageError(f"{data.root}: no frame could be prepared")
-    return Prepared(torch.cat(feats), torch.tensor(targets), skipped, kept)
+    return Features(torch.cat(feats), torch.tensor(targets), skipped, kept)
 
 
-def fit(trained: nn.Module, train: Prepared, val: Prepared, card: ModelCard, cfg: Config,
+def fit(trained: nn.Module, train: Features, val: Features, card: ModelCard, cfg: Config,
         device: torch.device, say: Callable[[str], None]) -> tuple[list[Epoch], int]:
     """Train ``trained`` on cached features; leaves it holding the best epoch's weights.
 
@@ -230,7 +231,7 @@ def fit(trained: nn.Module, train: Prepared, val: Prepared, card: ModelCard, cfg
 
 
 def save_state_dict(net: nn.Module, out: Path) -> None:
-    """The whole network as a bare state_dict (the seed's keys and shapes), written atomically."""
+    """The whole network as a bare state_dict (the upstream keys and shapes), written atomically."""
     import torch
 
     tmp = out.with_name(f".{out.name}.tmp")
@@ -251,15 +252,7 @@ def train_model(data: LabelledSet, val: LabelledSet | None, val_fraction: float,
     """
     labels = card.labels
     recipe = make_recipe(card.recipe, card.input_size)
-    err = err or sys.stderr
-    tty = err.isatty()
-
-    def say(text: str, done: bool = True) -> None:
-        if tty:
-            err.write(f"\r\033[K{text}" + ("\n" if done else ""))
-        elif done:
-            err.write(text + "\n")
-        err.flush()
+    say = Progress(stream=err or sys.stderr).say
 
     import torch
 

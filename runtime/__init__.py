@@ -26,10 +26,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = {"Classifier": "pipeline", "Result": "pipeline", "Model": "model",
-        "ModelCard": "card", "Decision": "decision", "decide": "decision",
-        "Frame": "frames", "read_frame": "frames", "LabelledSet": "labelled",
-        "Evaluation": "evaluation", "evaluate": "evaluation", "write_report": "report",
+_API = {"Classifier": "engine.pipeline", "Result": "engine.pipeline",
+        "Model": "model.session", "ModelCard": "model.card", "Decision": "model.decision",
+        "decide": "model.decision", "Frame": "data.reader", "read_frame": "data.reader",
+        "LabelledSet": "lifecycle.labelled", "Evaluation": "lifecycle.evaluation",
+        "evaluate": "lifecycle.evaluation", "write_report": "lifecycle.report",
         "FrameQCError": "errors", "FrameError": "errors", "ModelError": "errors",
         "UsageError": "errors"}
 __all__ = ["__version__", *_API]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from frameqc.runtime.synthetic import make_frame, write_fits
+from frameqc.runtime.data.synthetic import make_frame, write_fits
 
 LABELS = ("Shutter", "OK")
 
@@ -57,9 +57,9 @@ def _spread_head(net, tensors: list[np.ndarray]) -> None:
 def weights(tmp_path_factory) -> Path:
     """A real vgg16 + head state_dict (random init, spread head), saved with torch.save."""
     torch = pytest.importorskip("torch")
-    from frameqc.export.frames import synthetic_tensors
+    from frameqc.export.calibration import synthetic_tensors
     from frameqc.export.network import build_vgg16
-    from frameqc.runtime.recipes import AsinhRecipe
+    from frameqc.runtime.model.recipes import AsinhRecipe
 
     torch.manual_seed(1234)
     net = build_vgg16(len(LABELS))
@@ -88,12 +88,12 @@ def runtime_model(tmp_path_factory) -> dict:
     the int8 twin from the export's onnxruntime-only quantizer; torch is never imported,
     so the server and watch tests run where torch is not installed.
     """
-    from frameqc.export.frames import synthetic_tensors
+    from frameqc.export.calibration import synthetic_tensors
     from frameqc.export.onnx_export import quantize_int8
-    from frameqc.runtime.card import ModelCard
-    from frameqc.runtime.model import install_model, stage_model
-    from frameqc.runtime.recipes import AsinhRecipe
-    from frameqc.runtime.vgg16_graph import build_graph, random_params
+    from frameqc.runtime.model.card import ModelCard
+    from frameqc.runtime.model.install import install_model, stage_model
+    from frameqc.runtime.model.recipes import AsinhRecipe
+    from frameqc.runtime.model.vgg16_graph import build_graph, random_params
 
     card = ModelCard(labels=LABELS, alerts=("Shutter",), weights_sha256="0123456789ab" * 5,
                      weights_name="random vgg16 (tests)")

@@ -19,9 +19,9 @@ from conftest import run_cli
 
 
 def png_bytes(seed: int) -> bytes:
-    from frameqc.runtime.frames import FITS, Frame
-    from frameqc.runtime.recipes import AsinhRecipe
-    from frameqc.runtime.synthetic import make_frame
+    from frameqc.runtime.data.reader import FITS, Frame
+    from frameqc.runtime.data.synthetic import make_frame
+    from frameqc.runtime.model.recipes import AsinhRecipe
 
     plane = AsinhRecipe().prepare(Frame(FITS, make_frame("good", 681, seed))).preview()
     buf = io.BytesIO()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from astropy.nddata import block_reduce
 
-from frameqc.runtime.binning import auto_factor, median_bin
+from frameqc.runtime.data.binning import auto_factor, median_bin
 
 
 @pytest.mark.parametrize("shape,factor", [((2048, 2048), 9), ((100, 73), 4), ((30, 30), 3),

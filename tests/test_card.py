@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from frameqc.runtime.card import ModelCard
 from frameqc.runtime.errors import ModelError, UsageError
+from frameqc.runtime.model.card import ModelCard
 
 MODELS = Path(__file__).parent.parent / "models"
 

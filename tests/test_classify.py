@@ -58,7 +58,7 @@ def test_json_csv_and_errors_keep_going(exported, broken_dir):
     bad = {r["path"].rsplit("/", 1)[1]: r["error"] for r in rows if "error" in r}
     assert len(rows) == 10 and len(ok) == 2
     assert set(ok[0]) == {"path", "label", "index", "probability", "probabilities", "model",
-                          "seconds"}
+                          "seconds", "doubtful", "date_obs", "night", "precision"}
     assert "damaged FITS" in bad["b_truncated.fits"] and bad["c_empty.fits"] == "empty file"
     assert "not a FITS" in bad["d_text.fits"] and "after binning" in bad["e_small.fits"]
     assert "flat frame" in bad["f_flat.fits"] and "no finite pixel" in bad["g_allnan.fits"]
@@ -109,8 +109,8 @@ def test_stdin_threshold_bin_log_preview(exported, fits_dir, tmp_path, monkeypat
     from PIL import Image
 
     img = np.asarray(Image.open(preview / "full_good.fits.png"))
-    from frameqc.runtime.pipeline import prepare
-    from frameqc.runtime.recipes import AsinhRecipe
+    from frameqc.runtime.engine.pipeline import prepare
+    from frameqc.runtime.model.recipes import AsinhRecipe
 
     expected = prepare(paths[0], AsinhRecipe()).tensor[0] * 255
     np.testing.assert_array_equal(img, np.rint(expected))

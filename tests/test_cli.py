@@ -24,7 +24,7 @@ def test_top_level_help_lists_commands():
 
 def test_threads_follow_the_affinity_mask():
     script = ("import os; os.sched_setaffinity(0, {0}); "
-              "from frameqc.runtime.model import available_cpus, resolve_threads; "
+              "from frameqc.runtime.model.cpu import available_cpus, resolve_threads; "
               "print(available_cpus(), resolve_threads(None), resolve_threads(3))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env={k: v for k, v in os.environ.items() if k != "FRAMEQC_THREADS"})
@@ -33,7 +33,7 @@ def test_threads_follow_the_affinity_mask():
 
 def test_threads_from_environment(monkeypatch):
     from frameqc.runtime.errors import UsageError
-    from frameqc.runtime.model import resolve_threads
+    from frameqc.runtime.model.cpu import resolve_threads
 
     monkeypatch.setenv("FRAMEQC_THREADS", "5")
     assert resolve_threads(None) == 5 and resolve_threads(2) == 2
@@ -65,7 +65,7 @@ def test_classify_with_no_frames(tmp_path, monkeypatch):
     ({}, None),
 ])
 def test_cgroup_quota_v1_and_v2(tmp_path, files, expected):
-    from frameqc.runtime.model import cgroup_cpu_quota
+    from frameqc.runtime.model.cpu import cgroup_cpu_quota
 
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
@@ -77,7 +77,7 @@ def test_log_is_whole_with_concurrent_writers(tmp_path):
     """Four processes appending at once: every line whole, none lost."""
     import json
 
-    script = ("import sys; from frameqc.runtime.output import append_log\n"
+    script = ("import sys; from frameqc.runtime.output.formats import append_log\n"
               "for i in range(200):\n"
               "    append_log(sys.argv[1], {'path': 'x' * 3000, 'writer': sys.argv[2], 'i': i},"
               " {'read': 0.1})\n")

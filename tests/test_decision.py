@@ -1,6 +1,6 @@
 import pytest
 
-from frameqc.runtime.decision import decide
+from frameqc.runtime.model.decision import decide
 
 LABELS = ("Wobble", "OK")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from frameqc.runtime.model import weights_file
+from frameqc.runtime.model.install import weights_file
 
 from conftest import run_cli
 

@@ -27,10 +27,11 @@ def test_a_really_bad_int8_model_is_refused_and_fp32_kept(exported, tmp_path):
     """Calibrated on one black frame, every activation scale collapses: decisions go."""
     import shutil
 
-    from frameqc.export.frames import synthetic_tensors
+    from frameqc.export.calibration import synthetic_tensors
     from frameqc.export.onnx_export import ExportError, quantize_int8
-    from frameqc.runtime.model import Model, weights_file
-    from frameqc.runtime.recipes import AsinhRecipe
+    from frameqc.runtime.model.install import weights_file
+    from frameqc.runtime.model.recipes import AsinhRecipe
+    from frameqc.runtime.model.session import Model
 
     fp32 = tmp_path / "m.onnx"
     shutil.copy(exported["fp32"], fp32)
@@ -67,9 +68,9 @@ def test_card_round_trip(exported, weights):
 
 
 def test_int8_agrees_on_prepared_frames(exported, fits_dir):
-    from frameqc.runtime.model import Model
-    from frameqc.runtime.pipeline import prepare
-    from frameqc.runtime.recipes import AsinhRecipe
+    from frameqc.runtime.engine.pipeline import prepare
+    from frameqc.runtime.model.recipes import AsinhRecipe
+    from frameqc.runtime.model.session import Model
 
     batch = np.stack([prepare(p, AsinhRecipe()).tensor for p in sorted(fits_dir.iterdir())])
     p32 = Model(exported["fp32"]).predict(batch)
@@ -84,7 +85,7 @@ def test_weights_file_beside_the_model(exported, tmp_path):
     import re
     import shutil
 
-    from frameqc.runtime.model import weights_file
+    from frameqc.runtime.model.install import weights_file
 
     for key in ("fp32", "int8"):
         data = weights_file(exported[key])
@@ -164,7 +165,7 @@ def test_refuses_bad_card_and_flags(weights, tmp_path):
 def test_export_fails_when_onnx_and_torch_disagree(tmp_path):
     """A module whose traced graph differs from eager torch: nothing may be kept."""
     from frameqc.export.onnx_export import ExportError, export_fp32
-    from frameqc.runtime.card import ModelCard
+    from frameqc.runtime.model.card import ModelCard
 
     class Unstable(torch.nn.Module):
         def forward(self, image):

@@ -7,8 +7,9 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
+from frameqc.runtime.data.reader import FITS, JPEG, PNG, read_frame, sniff
+from frameqc.runtime.data.sources import list_frames
 from frameqc.runtime.errors import FrameError
-from frameqc.runtime.frames import FITS, JPEG, PNG, list_frames, read_frame, sniff
 
 
 def test_sniff_by_bytes():

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from frameqc.runtime.data.reader import Frame, read_frame
 from frameqc.runtime.errors import FrameError
-from frameqc.runtime.frames import Frame, read_frame
 
 from serving import Server
 

@@ -22,8 +22,8 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
+from frameqc.runtime.data.synthetic import make_frame, write_fits
 from frameqc.runtime.errors import FrameError, UsageError
-from frameqc.runtime.synthetic import make_frame, write_fits
 
 from conftest import run_cli
 from serving import Server, frame_payload, upstream
@@ -143,7 +143,7 @@ def test_unwritable_outputs_are_usage_errors_before_any_work(runtime_model, good
 
 def test_log_failing_mid_run_keeps_every_decision(runtime_model, tmp_path, fits_dir,
                                                   monkeypatch):
-    from frameqc.runtime import output
+    from frameqc.runtime.output import formats as output
 
     calls = []
 
@@ -297,7 +297,7 @@ def test_nonsense_options_are_one_line_usage_errors(argv, match, tmp_path, runti
 
 
 def test_stale_socket_that_cannot_be_removed_is_one_line(tmp_path, monkeypatch):
-    from frameqc.runtime.server import claim_socket
+    from frameqc.runtime.serving.server import claim_socket
 
     stale = tmp_path / "stale.sock"
     s = socket.socket(socket.AF_UNIX)
@@ -313,7 +313,7 @@ def test_stale_socket_that_cannot_be_removed_is_one_line(tmp_path, monkeypatch):
 
 
 def test_default_socket_lives_in_a_private_folder(monkeypatch, tmp_path):
-    from frameqc.runtime.protocol import default_socket, private_dir
+    from frameqc.runtime.serving.protocol import default_socket, private_dir
 
     monkeypatch.delenv("FRAMEQC_SOCKET", raising=False)
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
@@ -415,8 +415,8 @@ class StubClassifier:
         self.seen: list[str] = []
 
     def classify(self, path, name):
-        from frameqc.runtime.decision import decide
-        from frameqc.runtime.pipeline import Result
+        from frameqc.runtime.engine.pipeline import Result
+        from frameqc.runtime.model.decision import decide
 
         self.seen.append(Path(path).name)
         if Path(path).name in self.failing:
@@ -425,7 +425,7 @@ class StubClassifier:
 
 
 def test_watch_retries_a_passing_error_and_forgets_gone_frames(tmp_path):
-    from frameqc.runtime.watch import ATTEMPTS, Watcher
+    from frameqc.runtime.serving.watch import ATTEMPTS, Watcher
 
     incoming, state = tmp_path / "in", tmp_path / "state.jsonl"
     incoming.mkdir()
@@ -453,7 +453,7 @@ def test_watch_retries_a_passing_error_and_forgets_gone_frames(tmp_path):
 
 
 def test_watch_state_stays_bounded_and_errors_do_not_kill_it(tmp_path):
-    from frameqc.runtime.watch import Watcher
+    from frameqc.runtime.serving.watch import Watcher
 
     incoming, state = tmp_path / "in", tmp_path / "state.jsonl"
     incoming.mkdir()
@@ -481,7 +481,7 @@ def tiny_model(generation: int):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from frameqc.runtime.card import ModelCard
+    from frameqc.runtime.model.card import ModelCard
 
     card = ModelCard(labels=("A", "B"), notes=str(generation))
     w = np.full((2, 4096), generation, np.float32)
@@ -500,8 +500,8 @@ def tiny_model(generation: int):
 def test_replacing_a_model_never_shows_a_mismatched_pair(tmp_path):
     import onnxruntime as ort
 
-    from frameqc.runtime.card import ModelCard
-    from frameqc.runtime.model import install_model, stage_model
+    from frameqc.runtime.model.card import ModelCard
+    from frameqc.runtime.model.install import install_model, stage_model
 
     target = tmp_path / "model.onnx"
     install_model(stage_model(tiny_model(0), target), target)
@@ -542,7 +542,7 @@ def test_replacing_a_model_never_shows_a_mismatched_pair(tmp_path):
     ('labels = ["A", "B"]\nrecipe = "asinh"', "recipe must be a table with a name"),
 ])
 def test_cards_are_checked_as_strictly_as_a_command_line(tmp_path, text, match):
-    from frameqc.runtime.card import ModelCard
+    from frameqc.runtime.model.card import ModelCard
 
     path = tmp_path / "card.toml"
     path.write_text(text + "\n")
@@ -566,6 +566,6 @@ def test_a_damaged_card_inside_a_model_is_one_line(runtime_model, tmp_path):
 def test_frame_reader_refuses_each_bad_header_in_one_line():
     bad = fits.Header([("SIMPLE", True), ("BITPIX", 16), ("NAXIS", 2), ("NAXIS1", "wide")])
     with pytest.raises(FrameError, match="bad or missing NAXIS1"):
-        from frameqc.runtime.frames import read_frame
+        from frameqc.runtime.data.reader import read_frame
 
         read_frame(bad.tostring().encode() + b"\0" * 2880)

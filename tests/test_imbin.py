@@ -3,9 +3,9 @@ import pytest
 from astropy.io import fits
 from astropy.nddata import block_reduce
 
+from frameqc.runtime.data.binfile import bin_file, binned_name
+from frameqc.runtime.data.synthetic import make_frame, write_fits
 from frameqc.runtime.errors import FrameError
-from frameqc.runtime.imbin import bin_file, binned_name
-from frameqc.runtime.synthetic import make_frame, write_fits
 
 from conftest import run_cli
 

@@ -3,11 +3,17 @@
 import numpy as np
 import pytest
 
-from frameqc.export.onnx_export import judge_int8, near_decision
-from frameqc.runtime.card import ModelCard
+from frameqc.export.onnx_export import judge_int8
+from frameqc.runtime.model.card import ModelCard
+from frameqc.runtime.model.decision import doubtful
 
 CARD = ModelCard(labels=("Shutter", "OK"), alerts=("Shutter",), threshold=0.5)
 
+
+
+def near_decision(p, card, margin):
+    """The int8 gate's near-threshold rule is the record's ``doubtful``."""
+    return doubtful(p, card.labels, card.alerts, card.threshold, margin)
 
 def probs(shutter: list[float]) -> np.ndarray:
     p = np.array(shutter, np.float32)
@@ -62,7 +68,7 @@ def test_a_model_unsure_of_every_frame_is_judged_by_its_probabilities():
     ("int8", 1, False), ("int8", 2, False), ("int8", 3, True), ("int8", None, True),
 ])
 def test_prepacking_follows_the_work(monkeypatch, precision, frames, expected):
-    from frameqc.runtime.model import want_prepack
+    from frameqc.runtime.model.session import want_prepack
 
     monkeypatch.delenv("FRAMEQC_PREPACK", raising=False)
     assert want_prepack(precision, frames) is expected
@@ -73,7 +79,8 @@ def test_prepacking_follows_the_work(monkeypatch, precision, frames, expected):
 
 
 def test_the_card_is_read_without_a_session(runtime_model, monkeypatch):
-    from frameqc.runtime.model import Model, read_card
+    from frameqc.runtime.model.peek import read_card
+    from frameqc.runtime.model.session import Model
 
     card = read_card(runtime_model["int8"])
     assert card.precision == "int8" and card.labels == ("Shutter", "OK")

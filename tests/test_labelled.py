@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from frameqc.runtime.errors import UsageError
-from frameqc.runtime.evaluation import Evaluation
-from frameqc.runtime.labelled import LabelledSet
-from frameqc.runtime.output import prepare_sort_dir, sort_into
+from frameqc.runtime.lifecycle.evaluation import Evaluation
+from frameqc.runtime.lifecycle.labelled import LabelledSet
+from frameqc.runtime.output.files import prepare_sort_dir, sort_into
 
 
 def touch(path):
@@ -145,8 +145,8 @@ def test_sort_into_an_unwritable_place_is_a_usage_error(tmp_path):
 
 
 def test_classify_accepts_arrays_as_frames():
+    from frameqc.runtime.data.reader import FITS, PNG, Frame
     from frameqc.runtime.errors import FrameError
-    from frameqc.runtime.frames import FITS, PNG, Frame
 
     assert Frame.from_array(np.zeros((5, 5), np.uint16)).kind == FITS
     assert Frame.from_array(np.zeros((5, 5, 3), np.uint8)).kind == PNG

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from frameqc.runtime.synthetic import make_frame, write_fits
+from frameqc.runtime.data.synthetic import make_frame, write_fits
 
 from conftest import LABELS, run_cli
 

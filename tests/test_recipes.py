@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from frameqc.runtime.binning import median_bin
+from frameqc.runtime.data.binning import median_bin
+from frameqc.runtime.data.reader import FITS, JPEG, PNG, Frame
+from frameqc.runtime.data.synthetic import make_frame
 from frameqc.runtime.errors import FrameError, UsageError
-from frameqc.runtime.frames import FITS, JPEG, PNG, Frame
-from frameqc.runtime.recipes import (
+from frameqc.runtime.model.recipes import (
     AsinhRecipe,
     RGBRecipe,
     asinh_stretch,
@@ -13,7 +14,6 @@ from frameqc.runtime.recipes import (
     parse_binning,
     to_uint16,
 )
-from frameqc.runtime.synthetic import make_frame
 
 
 def numpy1_stretch(img: np.ndarray) -> np.ndarray:

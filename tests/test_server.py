@@ -33,8 +33,8 @@ def wobble_model(runtime_model, tmp_path_factory) -> Path:
     """The runtime_model int8 network with the wobble classifier's card (rgb, Wobble >= 0.6)."""
     import onnx
 
-    from frameqc.runtime.card import ModelCard
-    from frameqc.runtime.model import Model
+    from frameqc.runtime.model.card import ModelCard
+    from frameqc.runtime.model.session import Model
 
     card = Model(runtime_model["int8"]).card.with_(labels=("Wobble", "OK"), alerts=("Wobble",),
                                               threshold=0.6, recipe={"name": "rgb"})
@@ -57,10 +57,10 @@ def wobble_server(wobble_model, tmp_path_factory):
 
 
 def expected_reply(model: Path, data: bytes) -> str:
-    from frameqc.runtime.decision import decide
-    from frameqc.runtime.frames import read_frame
-    from frameqc.runtime.model import Model
-    from frameqc.runtime.recipes import RGBRecipe
+    from frameqc.runtime.data.reader import read_frame
+    from frameqc.runtime.model.decision import decide
+    from frameqc.runtime.model.recipes import RGBRecipe
+    from frameqc.runtime.model.session import Model
 
     m = Model(model, threads=1)
     p = m.predict(RGBRecipe().prepare(read_frame(data)).tensor[None])[0]

@@ -1,0 +1,54 @@
+"""What ``frameqc archive`` runs on the Dask workers: the model, once each, and a task.
+
+A task classifies a batch of paths with the worker's model and writes one Parquet file,
+under a hidden temporary name first, then renamed into place: a task run again (its
+worker died) replaces the same file, so no frame is lost or written twice.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+
+from distributed import get_worker
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from frameqc.runtime.output.record import arrow_schema, flat, record
+
+PLUGIN = "frameqc-model"
+
+
+class ModelPlugin(WorkerPlugin):
+    """Loads the model once on each worker (and on workers that join later)."""
+
+    name = PLUGIN
+
+    def __init__(self, model: str, threads: int | None = None) -> None:
+        self.model, self.threads = model, threads
+        self.classifier = None
+
+    def setup(self, worker) -> None:
+        from frameqc.runtime.engine.pipeline import Classifier
+        from frameqc.runtime.model.session import Model
+
+        self.classifier = Classifier(Model(self.model, self.threads))
+
+
+def classify_batch(paths: list[str], out: str, part: str) -> dict:
+    """A task: classify ``paths`` with the worker's model, write ``OUT/<part>.parquet``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    clf = get_worker().plugins[PLUGIN].classifier
+    card = clf.model.card
+    rows = []
+    for r in clf.run(paths):
+        rows.append(flat(record(r, card), card.labels))
+        r.prepared = None
+    table = pa.Table.from_pylist(rows, schema=arrow_schema(card.labels))
+    tmp = os.path.join(out, f".{part}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, os.path.join(out, f"{part}.parquet"))  # a rerun replaces, never adds
+    return {"frames": len(rows), "errors": sum(r["error"] is not None for r in rows),
+            "labels": Counter(r["label"] for r in rows if r["label"])}

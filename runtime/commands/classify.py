@@ -1,0 +1,57 @@
+"""``frameqc classify``: decide frames, through a running server when one serves the model."""
+
+from __future__ import annotations
+
+import argparse
+
+from frameqc.runtime.commands.common import (
+    EXIT_FRAME_FAILED,
+    EXIT_OK,
+    model_args,
+    result_args,
+    sources_arg,
+)
+
+HELP = "classify frames (FITS, or JPEG/PNG for rgb models)"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "classify", help=HELP,
+        description="Classify frames with an exported model; one line per frame.",
+        epilog="examples:\n"
+               "  frameqc classify --model models/touse2.onnx /data/incoming/h_e_*_1.fits\n"
+               "  FRAMEQC_MODEL=model.onnx frameqc classify --format json /data/incoming\n"
+               "  ls /data/incoming/*.fits | frameqc classify --model model.onnx -\n\n"
+               "exit status: 0 all classified, 1 some frame failed, 2 usage or model error")
+    sources_arg(p)
+    model_args(p)
+    result_args(p)
+    p.add_argument("--bin", metavar="auto|none|N",
+                   help="median binning of FITS frames (default: the card's, auto)")
+    p.add_argument("--preview", metavar="DIR",
+                   help="save the prepared 224x224 image the network saw as DIR/NAME.png")
+    p.add_argument("--socket", metavar="PATH",
+                   help="insist on the server at PATH (default: use the server on "
+                        "$FRAMEQC_SOCKET or the default socket if it answers, else run here)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from frameqc.runtime.data.sources import expand
+    from frameqc.runtime.errors import UsageError
+    from frameqc.runtime.output.sink import Sink
+    from frameqc.runtime.serving.route import Route
+
+    route = Route(args.model, args.socket, args.bin, args.threshold, args.threads,
+                  local=bool(args.preview))
+    sink = Sink(args.format, args.log, args.sort_into, args.preview)
+    sink.check()
+    paths = list(expand(args.sources))
+    if not paths:
+        raise UsageError(f"no frames given: none in {', '.join(args.sources)} (a folder "
+                         "with no frames, or an empty list)")
+    sink.progress_to(len(paths))
+    for rec, timings, result in route.run(paths):
+        sink.start(route.labels)
+        sink(rec, timings, result)
+    return EXIT_OK if sink.close() else EXIT_FRAME_FAILED

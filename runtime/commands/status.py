@@ -1,0 +1,40 @@
+"""``frameqc status``: ask a running server how it is (a health check)."""
+
+from __future__ import annotations
+
+import argparse
+
+from frameqc.runtime.commands.common import EXIT_OK
+
+HELP = "ask a running server how it is"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("status", help=HELP,
+                       description="Print a running server's model, uptime and counters; "
+                                   "exit 2 when no server answers (a health check).",
+                       epilog="example:\n  frameqc status --json")
+    p.add_argument("--socket", metavar="PATH", help="server socket (default: as serve)")
+    p.add_argument("--json", action="store_true")
+
+
+def describe(status: dict) -> str:
+    """A server's status as one line for a person."""
+    card = status["card"]
+    return (f"frameqc {status['version']} pid {status['pid']} up {status['uptime']:.0f} s: "
+            f"{status['model']['path']} ({', '.join(card['labels'])}, {card['precision']}); "
+            f"{status['requests']} requests, {status['frames']} frames, "
+            f"{status['errors']} errors; {', '.join(status['endpoints'])}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from frameqc.runtime.serving.client import connect
+    from frameqc.runtime.serving.protocol import default_socket
+
+    conn = connect(str(args.socket or default_socket()), None)
+    status = conn.status
+    conn.close()
+    print(json.dumps(status, indent=2) if args.json else describe(status))
+    return EXIT_OK

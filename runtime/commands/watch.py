@@ -1,0 +1,69 @@
+"""``frameqc watch``: classify each new frame in a folder once, when it is complete."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from frameqc.runtime.commands.common import (
+    EXIT_FRAME_FAILED,
+    EXIT_OK,
+    model_args,
+    result_args,
+)
+from frameqc.runtime.commands.options import non_negative_float, positive_float
+
+HELP = "classify each new frame in a folder once, when it is complete"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "watch", help=HELP,
+        description="Watch an incoming folder: each frame is classified once, after it has "
+                    "stopped changing, and what was done is remembered across restarts "
+                    "(in a state file outside the folder). Stops on SIGTERM/SIGINT.",
+        epilog="examples:\n  frameqc watch --model /models/touse2.onnx /data/incoming "
+               "--log classifier.log\n"
+               "  frameqc watch --model m.onnx --once /data/incoming   # catch up, then exit")
+    p.add_argument("dir", metavar="DIR")
+    model_args(p)
+    result_args(p)
+    p.add_argument("--state", metavar="FILE",
+                   help="what was done (default: under ~/.cache/frameqc/watch)")
+    p.add_argument("--interval", type=positive_float, default=2.0, metavar="S",
+                   help="seconds between scans (default 2)")
+    p.add_argument("--settle", type=non_negative_float, default=2.0, metavar="S",
+                   help="a frame unchanged this long is complete (default 2)")
+    p.add_argument("--once", action="store_true",
+                   help="scan once and exit (exit 1 if a frame failed; a failed frame is "
+                        "tried again by the next run, 3 times at most)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from frameqc.runtime.engine.pipeline import Classifier
+    from frameqc.runtime.errors import UsageError
+    from frameqc.runtime.model.session import resolve_model_path
+    from frameqc.runtime.output.sink import Sink
+    from frameqc.runtime.serving.watch import RETRY_AFTER, Watcher, default_state
+    from frameqc.runtime.util.paths import cache_dir
+
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: not a directory")
+    sink = Sink(args.format, args.log, args.sort_into)
+    sink.check()
+    path = resolve_model_path(args.model)
+    classifier = Classifier.load(path, args.threads, threshold=args.threshold)
+    sink.start(classifier.labels)
+    state = Path(args.state) if args.state else default_state(directory, cache_dir())
+    watcher = Watcher(classifier, directory, state, sink, args.settle,
+                      retry_after=0.0 if args.once else RETRY_AFTER)
+    if args.once:
+        watcher.scan()
+        return EXIT_OK if sink.close() else EXIT_FRAME_FAILED
+    print(f"frameqc watch: {directory} with {path}; state in {state}", file=sys.stderr,
+          flush=True)
+    watcher.run(args.interval)
+    return EXIT_OK

@@ -1,0 +1,164 @@
+"""The classification pipeline: paths -> frames -> tensors -> probabilities -> decisions.
+
+Frames of the next batch are read and prepared in a worker thread while the current
+batch runs through the network (numpy, astropy I/O and onnxruntime release the GIL).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+
+import numpy as np
+
+from frameqc.runtime.data.reader import Frame, Source, read_frame
+from frameqc.runtime.errors import FrameError
+from frameqc.runtime.model.card import Binning, parse_binning
+from frameqc.runtime.model.decision import Decision, check_threshold, decide
+from frameqc.runtime.model.recipes import Prepared, Recipe, make_recipe
+from frameqc.runtime.model.session import Model
+
+
+@dataclass
+class Result:
+    """One frame's outcome: a decision, or the one-line reason it has none."""
+
+    path: str
+    decision: Decision | None = None
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    prepared: Prepared | None = field(default=None, repr=False)
+    date_obs: str | None = None  # the frame's DATE-OBS, when its header has one
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.timings.values())
+
+    def __repr__(self) -> str:
+        said = (f"{self.decision.label} {self.decision.probability:.3f}" if self.decision
+                else f"error={self.error!r}")
+        return f"Result({self.path!r}, {said}, {self.seconds:.3f} s)"
+
+
+def prepare(source: Source, recipe: Recipe) -> Prepared:
+    """Read and prepare one frame, timing each step."""
+    t0 = time.perf_counter()
+    frame = read_frame(source)
+    read_s = time.perf_counter() - t0
+    prepared = recipe.prepare(frame)
+    prepared.timings = {"read": read_s, **prepared.timings}
+    prepared.date_obs = frame.date_obs
+    return prepared
+
+
+class Classifier:
+    """A model with its card's recipe and decision rule: what every command runs.
+
+    ``binning`` and ``threshold`` override the card's, as ``--bin`` and ``--threshold`` do.
+
+    Examples
+    --------
+    >>> clf = Classifier.load("touse2.onnx")
+    >>> clf.classify("h_e_20250708_1_1_1_1.fits").decision.label
+    'OK'
+    >>> [r.decision.label for r in clf.run(paths)]  # batches, read-ahead, in order
+    """
+
+    def __init__(self, model: Model, binning: Binning | None = None,
+                 threshold: float | None = None) -> None:
+        card = model.card
+        self.model = model
+        self.recipe = make_recipe(card.recipe, card.input_size,
+                                  None if binning is None else parse_binning(binning))
+        self.threshold = card.threshold if threshold is None else check_threshold(threshold)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, threads: int | None = None,
+             binning: Binning | None = None, threshold: float | None = None,
+             frames: int | None = None) -> Classifier:
+        """Load an exported model (``.onnx`` beside its ``.onnx.data``) and its card.
+
+        ``frames`` says how many frames this process will classify (None: resident), so
+        the session is built for that kind of work (see :func:`~frameqc.runtime.model.
+        session.want_prepack`). The session is built in a thread while this one imports
+        what classifying needs: onnxruntime releases the GIL while it builds, so a cold
+        one-shot pays for the two at once. Every import happens in this thread, before
+        and after the worker starts: numpy imported from two threads at once can fail
+        half-initialised.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            loading = pool.submit(Model, path, threads, frames)
+            import PIL.Image  # noqa: F401 -- what reading a frame may need, meanwhile
+            return cls(loading.result(), binning, threshold)
+
+    def __repr__(self) -> str:
+        card = self.model.card
+        return (f"Classifier({str(self.model.path)!r}, labels={card.labels}, "
+                f"{card.precision}, threshold={self.threshold})")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.model.card.labels
+
+    def _prepare_all(self, sources: list[tuple[str, Source]]) -> list[Result]:
+        out = []
+        for name, source in sources:
+            try:
+                prepared = prepare(source, self.recipe)
+                out.append(Result(name, timings=dict(prepared.timings), prepared=prepared,
+                                  date_obs=prepared.date_obs))
+            except FrameError as exc:
+                out.append(Result(name, error=str(exc)))
+            except MemoryError:
+                out.append(Result(name, error="frame too large for memory"))
+        return out
+
+    def _infer(self, results: list[Result]) -> list[Result]:
+        ready = [r for r in results if r.prepared is not None]
+        if ready:
+            t0 = time.perf_counter()
+            probs = self.model.predict(np.stack([r.prepared.tensor for r in ready]))
+            each = (time.perf_counter() - t0) / len(ready)
+            card = self.model.card
+            for r, p in zip(ready, probs, strict=True):
+                r.decision = decide(p, card.labels, card.alerts, self.threshold, card.margin)
+                r.timings["infer"] = each
+        return results
+
+    def run(self, sources: Iterable[Source | tuple[str, Source]], batch_size: int = 8
+            ) -> Iterator[Result]:
+        """Classify frames, yielding results in order; a frame that fails has ``error`` set.
+
+        Each item is a path, a file's bytes, a :class:`Frame`, or a ``(name, source)``
+        pair naming it in the results.
+        """
+        it = (s if isinstance(s, tuple) else (_name(s), s) for s in sources)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self._prepare_all, list(islice(it, batch_size)))
+            while True:
+                results = pending.result()
+                if not results:
+                    return
+                pending = pool.submit(self._prepare_all, list(islice(it, batch_size)))
+                yield from self._infer(results)
+
+    def classify(self, source: Source | np.ndarray, name: str | None = None) -> Result:
+        """One frame, synchronously: a path, a file's bytes, a :class:`Frame` or an array.
+
+        An array is a 2-D image (FITS pixel data, binned and stretched by the recipe) or
+        an ``(H, W, 3)`` uint8 RGB image (for ``rgb`` models).
+        """
+        if isinstance(source, np.ndarray):
+            source = Frame.from_array(source)
+        return self._infer(self._prepare_all([(_name(source) if name is None else name,
+                                               source)]))[0]
+
+
+def _name(source: Source) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else "-"

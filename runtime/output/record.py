@@ -1,0 +1,141 @@
+"""The decision record: what frameqc says about one frame, defined once.
+
+Every encoding is derived from :data:`FIELDS`: the JSON object (``--format json``, the
+server's replies, the ``--log`` lines), the CSV header and rows, the Parquet schema and
+rows of ``archive``, and the line protocol of the InfluxDB sink. Adding a field here adds
+it to all of them. The upstream text line (:func:`text_line`) keeps its fixed form.
+
+A frame that could not be decided has a record of ``path``, ``error``, ``model`` and
+``precision`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from frameqc.runtime.engine.pipeline import Result
+    from frameqc.runtime.model.card import ModelCard
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of the record: its name, kind, meaning, and where its value comes from.
+
+    ``kind`` is ``str``, ``int``, ``float``, ``bool`` or ``probabilities`` (one
+    probability per label: a ``{label: p}`` object in JSON, ``p_<label>`` columns in flat
+    encodings). ``get`` takes the result and the model card; ``failed`` says whether a
+    frame with no decision carries the field too.
+    """
+
+    name: str
+    kind: str
+    doc: str
+    get: Callable[[Result, ModelCard], Any]
+    failed: bool = False
+
+
+def _decision(attr: str) -> Callable[[Result, ModelCard], Any]:
+    return lambda r, card: getattr(r.decision, attr)
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("path", "str", "the frame as named on the command line, in a list or a request",
+          lambda r, card: r.path, failed=True),
+    Field("label", "str", "the decided label (the card's rule, alert threshold included)",
+          _decision("label")),
+    Field("index", "int", "the decided label's output index in the model", _decision("index")),
+    Field("probability", "float", "the decided label's probability", _decision("probability")),
+    Field("probabilities", "probabilities", "every label's probability",
+          lambda r, card: dict(r.decision.probabilities)),
+    Field("doubtful", "bool", "the decision would change if the probabilities moved by the "
+                              "card's margin", _decision("doubtful")),
+    Field("date_obs", "str", "the frame's DATE-OBS, when its header has one",
+          lambda r, card: r.date_obs),
+    Field("night", "str", "the observing night: the UTC date of DATE-OBS - 12 h",
+          lambda r, card: night_of(r.date_obs)),
+    Field("model", "str", "the model's id (its source weights' sha256, 12 digits)",
+          lambda r, card: card.model_id, failed=True),
+    Field("precision", "str", "the model's weights: fp32 or int8",
+          lambda r, card: card.precision, failed=True),
+    Field("seconds", "float", "seconds spent on this frame (read, bin, prepare, infer)",
+          lambda r, card: round(r.seconds, 4)),
+    Field("error", "str", "why the frame has no decision (such a record has only the "
+                          "fields marked for failed frames)", lambda r, card: r.error,
+          failed=True),
+)
+
+
+def night_of(date_obs: str | None) -> str | None:
+    """The observing night a DATE-OBS belongs to: the UTC date 12 hours earlier.
+
+    A frame taken at 02:00 on 9 July belongs to the night of 8 July, like the one taken
+    at 22:00 on 8 July. A bare date is its own night; anything unparsable gives None.
+    """
+    if not date_obs:
+        return None
+    try:
+        if "T" not in date_obs:
+            return datetime.fromisoformat(date_obs.strip()[:10]).date().isoformat()
+        when = datetime.fromisoformat(date_obs.strip()[:19])
+    except ValueError:
+        return None
+    return (when - timedelta(hours=12)).date().isoformat()
+
+
+def record(r: Result, card: ModelCard) -> dict[str, Any]:
+    """A result as a record: a JSON-able dict of :data:`FIELDS`, in their order.
+
+    A decided frame has every field but ``error``; a failed one the fields marked
+    ``failed``.
+    """
+    if r.decision is None:
+        return {f.name: f.get(r, card) for f in FIELDS if f.failed}
+    return {f.name: f.get(r, card) for f in FIELDS if f.name != "error"}
+
+
+def failed(rec: dict) -> bool:
+    return "error" in rec
+
+
+def columns(labels: Sequence[str]) -> list[str]:
+    """The flat column names (CSV header, Parquet schema): ``p_<label>`` per label."""
+    out = []
+    for f in FIELDS:
+        out += [f"p_{k}" for k in labels] if f.kind == "probabilities" else [f.name]
+    return out
+
+
+def flat(rec: dict, labels: Sequence[str]) -> dict[str, Any]:
+    """A record as one flat row of :func:`columns` (None where a field has no value)."""
+    out: dict[str, Any] = {}
+    for f in FIELDS:
+        if f.kind == "probabilities":
+            probs = rec.get(f.name) or {}
+            out.update({f"p_{k}": probs.get(k) for k in labels})
+        else:
+            out[f.name] = rec.get(f.name)
+    return out
+
+
+def text_line(rec: dict) -> str:
+    """The upstream classifier's line: ``<index> <probability:.3f> <label> <path>``."""
+    return f"{rec['index']} {rec['probability']:.3f} {rec['label']} {rec['path']}"
+
+
+def tcp_reply(rec: dict) -> str:
+    """The upstream wobble server's TCP reply: ``<label> <probability:.3f>``, or an error."""
+    return f"ERROR {rec['error']}" if failed(rec) else f"{rec['label']} {rec['probability']:.3f}"
+
+
+def arrow_schema(labels: Sequence[str]):
+    """The Parquet schema of :func:`flat` rows (pyarrow imported here only)."""
+    import pyarrow as pa
+
+    types = {"str": pa.string(), "int": pa.int16(), "float": pa.float64(),
+             "bool": pa.bool_(), "probabilities": pa.float64()}
+    kinds = {f"p_{k}": "probabilities" for k in labels} | {f.name: f.kind for f in FIELDS}
+    return pa.schema([(name, types[kinds[name]]) for name in columns(labels)])

@@ -1,0 +1,1 @@
+"""Small helpers every layer may use: progress lines, messages, clocks, paths."""

@@ -1,0 +1,141 @@
+"""The house rules, checked: layers import downwards only, one owner of sessions, one record."""
+
+import ast
+import csv
+import io
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = ROOT / "runtime"
+
+#: The runtime's folders, lowest layer first: a module may import its own layer or lower.
+LAYERS = [("errors", "util"), ("data",), ("model",), ("engine",), ("output",),
+          ("serving",), ("lifecycle", "archive", "demo"), ("commands",), ("cli",)]
+RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
+
+
+def _layer(module: str) -> str:
+    return module.split(".")[2] if module.count(".") >= 2 else "__init__"
+
+
+def _imports(path: Path) -> list[str]:
+    """Every module ``path`` imports, at any depth of the code (function bodies too)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.append(node.module)
+    return out
+
+
+def _runtime_modules() -> list[Path]:
+    return sorted(p for p in RUNTIME.rglob("*.py") if p.name != "__init__.py" or p.parent
+                  != RUNTIME)
+
+
+def test_every_runtime_module_is_in_a_layer():
+    for path in _runtime_modules():
+        top = path.relative_to(RUNTIME).parts[0].removesuffix(".py")
+        assert top in RANK, f"{path}: add its folder to LAYERS"
+
+
+@pytest.mark.parametrize("path", _runtime_modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_run_downwards_only(path):
+    mine = path.relative_to(RUNTIME).parts[0].removesuffix(".py")
+    for module in _imports(path):
+        assert not module.startswith(("torch", "frameqc.export")), f"{path} imports {module}"
+        if module.startswith("frameqc.runtime.") or module == "frameqc.runtime":
+            other = _layer(module)
+            if other == "__init__":
+                continue  # the package itself: its version
+            assert RANK[other] <= RANK[mine], f"{path} ({mine}) imports {module} ({other})"
+
+
+def test_only_the_session_module_builds_sessions():
+    builders = []
+    for path in [*ROOT.glob("runtime/**/*.py"), *ROOT.glob("export/*.py"),
+                 *ROOT.glob("bench/*.py")]:
+        if "InferenceSession(" in path.read_text():
+            builders.append(str(path.relative_to(ROOT)))
+    assert builders == ["runtime/model/session.py"]
+
+
+def test_no_module_is_a_god_module():
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+             for p in [*ROOT.glob("runtime/**/*.py"), *ROOT.glob("export/*.py")]}
+    assert sizes["runtime/cli.py"] <= 150
+    assert {k: v for k, v in sizes.items() if v > 420} == {}
+
+
+def test_every_command_is_a_module_of_its_own():
+    from frameqc.runtime.commands import COMMANDS, load
+
+    for name in COMMANDS:
+        module = load(name)
+        assert Path(module.__file__).name == f"{name}.py"
+        assert callable(module.add_parser) and callable(module.run)
+
+
+# -- one record, every encoding ----------------------------------------------------------
+
+@pytest.fixture()
+def extra_field(monkeypatch):
+    """The record with one more field: every encoding must carry it without being told."""
+    from frameqc.runtime.output import record
+
+    field = record.Field("probe", "str", "a field added in one place",
+                         lambda r, card: f"probe:{Path(r.path).name}", failed=True)
+    monkeypatch.setattr(record, "FIELDS", (*record.FIELDS, field))
+    return field
+
+
+def test_every_encoding_carries_a_new_field(extra_field, runtime_model, fits_dir, tmp_path):
+    import pyarrow as pa
+
+    from frameqc.runtime.engine.pipeline import Classifier
+    from frameqc.runtime.output.formats import Writer, log_line
+    from frameqc.runtime.output.record import arrow_schema, flat, record
+
+    clf = Classifier.load(runtime_model["fp32"], threads=1)
+    card = clf.model.card
+    frame = sorted(fits_dir.iterdir())[0]
+    results = list(clf.run([str(frame), str(tmp_path / "missing.fits")]))
+    recs = [record(r, card) for r in results]
+    want = f"probe:{frame.name}"
+    assert recs[0]["probe"] == want and recs[1]["probe"] == "probe:missing.fits"
+    out = io.StringIO()
+    Writer("json", out, io.StringIO(), card.labels).write(recs[0])
+    assert json.loads(out.getvalue())["probe"] == want
+    out = io.StringIO()
+    Writer("csv", out, io.StringIO(), card.labels).write(recs[0])
+    assert next(csv.DictReader(io.StringIO(out.getvalue())))["probe"] == want
+    assert json.loads(log_line(recs[0], results[0].timings))["probe"] == want
+    table = pa.Table.from_pylist([flat(r, card.labels) for r in recs],
+                                 schema=arrow_schema(card.labels))
+    assert table.column("probe").to_pylist() == [want, "probe:missing.fits"]
+    assert _server_reply(clf.model, str(frame))["probe"] == want
+
+
+def _server_reply(model, path: str) -> dict:
+    """One classify request answered by the server's own handler over a real socket."""
+    from frameqc.runtime.serving.server import LocalHandler, Service
+
+    class Server:  # what the handler asks of its socketserver
+        service = Service(model, None, 1 << 20, 10.0, err=io.StringIO())
+
+    ours, theirs = socket.socketpair()
+    handler = threading.Thread(target=LocalHandler, args=(theirs, None, Server()), daemon=True)
+    handler.start()
+    try:
+        ours.sendall((json.dumps({"op": "classify", "paths": [path]}) + "\n").encode())
+        reader = ours.makefile("rb")
+        return json.loads(reader.readline())["record"]
+    finally:
+        ours.close()
+        handler.join(10)
