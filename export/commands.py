@@ -18,7 +18,7 @@ from frameqc.runtime.commands.options import (
     probability,
 )
 from frameqc.runtime.errors import UsageError
-from frameqc.runtime.model.card import ModelCard
+from frameqc.runtime.model.card import RECIPE_NAMES, ModelCard
 
 #: Synthetic frames when none are given: int8 is calibrated on up to CALIBRATION_FRAMES and
 #: judged on the rest (64 with the defaults), fp32 is checked against torch on
@@ -46,7 +46,7 @@ def _card_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alert", action="append", metavar="LABEL",
                    help="a label given only at or above the threshold (repeatable)")
     p.add_argument("--threshold", type=probability, help="alert threshold (default 0.5)")
-    p.add_argument("--recipe", choices=("asinh", "rgb"),
+    p.add_argument("--recipe", choices=RECIPE_NAMES,
                    help="preparation: asinh (FITS, default) or rgb (JPEG/PNG)")
 
 
@@ -62,7 +62,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
                         "P are set apart from that judgement (default 0.05)")
 
 
-def command(sub) -> None:
+def export_command(sub) -> None:
     """Add the ``export`` subcommand to the ``frameqc`` parser."""
     p = sub.add_parser("export", help="export a vgg16 state_dict to a validated ONNX model "
                        "(needs the export extra)", description=DESCRIPTION, epilog=EPILOG,
@@ -73,7 +73,7 @@ def command(sub) -> None:
     _export_args(p)
     p.add_argument("--calibration", metavar="DIR",
                    help="frames to validate and calibrate on (default: synthetic frames)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run_export)
 
 
 def resolve_card(args: argparse.Namespace) -> ModelCard:
@@ -110,7 +110,7 @@ def _output(path: str) -> Path:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def run_export(args: argparse.Namespace) -> int:
     _need_torch("export")
     from frameqc.export.calibration import directory_tensors, synthetic_tensors
     from frameqc.export.weights import load_weights

@@ -169,7 +169,7 @@ def format_text(evaluations: Sequence[Evaluation]) -> str:
     data = evaluations[0]
     counts = ", ".join(f"{t} {sum(1 for x in data.truths if x == t)}" for t in data.labels)
     lines = [f"{data.n} labelled frames ({counts})", ""]
-    head = ["model", "precision", "frames", "failed", "accuracy"]
+    head = ["model", "weights", "frames", "failed", "accuracy"]
     alerts = sorted({a for e in evaluations for a in e.alerts})
     for a in alerts:
         head += [f"{a} precision", f"{a} recall"]

@@ -19,6 +19,9 @@ PREFIX = "frameqc."
 
 Binning = str | int  # "auto", "none" or a box size
 
+#: The preparation recipes a card may name (built in :mod:`~frameqc.runtime.model.recipes`).
+RECIPE_NAMES = ("asinh", "rgb")
+
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -59,6 +62,9 @@ class ModelCard:
                              f"{self.input_size!r}")
         if not isinstance(self.recipe, dict) or not isinstance(self.recipe.get("name"), str):
             raise UsageError(f"recipe must be a table with a name, not {self.recipe!r}")
+        if self.recipe["name"] not in RECIPE_NAMES:
+            raise UsageError(f"unknown recipe {self.recipe['name']!r}; known: "
+                             f"{', '.join(RECIPE_NAMES)}")
         for name in ("training", "quantization"):
             if not isinstance(getattr(self, name), dict):
                 raise UsageError(f"{name} must be a table, not {getattr(self, name)!r}")

@@ -23,7 +23,7 @@ import numpy as np
 from frameqc.runtime.data.binning import auto_factor, median_bin
 from frameqc.runtime.data.reader import FITS, JPEG, PNG, Frame
 from frameqc.runtime.errors import FrameError, UsageError
-from frameqc.runtime.model.card import Binning, parse_binning
+from frameqc.runtime.model.card import RECIPE_NAMES, Binning, parse_binning
 
 
 def to_uint16(data: np.ndarray) -> np.ndarray:
@@ -146,7 +146,7 @@ class RGBRecipe:
 
 
 Recipe = AsinhRecipe | RGBRecipe
-RECIPES = {"asinh": AsinhRecipe, "rgb": RGBRecipe}
+RECIPES = dict(zip(RECIPE_NAMES, (AsinhRecipe, RGBRecipe), strict=True))
 
 
 def check_kind(recipe: Recipe, frame: Frame) -> None:
