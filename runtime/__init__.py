@@ -1,9 +1,21 @@
 """frameqc runtime: classify telescope frames with an exported ONNX model, without torch.
 
-Data flows one way, one module per step::
+Data flows one way: file -> array -> tensor -> probabilities -> decision -> record ->
+encodings. The sub-packages are layers, each importing only from those listed before it
+(``tests/test_layout.py`` checks it)::
 
-    frames (file -> array) -> binning -> recipes (array -> tensor)
-    -> model (tensor -> probabilities) -> decision -> output
+    errors, util/   one-line errors; the progress line, text and time helpers, cache folder
+    data/           reading frames, the one SOURCES grammar, binning, synthetic frames
+    model/          the card, the decision rule, recipes (array -> tensor), the session
+    engine/         the pipeline: Classifier, Result
+    output/         the one record definition, its encodings, where decisions go (Sink)
+    serving/        server, client, protocol, watch; Route (a server if one serves, else here)
+    lifecycle/, archive/, demo/
+                    labelled sets, evaluation, report; the Dask archive run; the demo
+    commands/       one module per command, registered in COMMANDS
+    cli             the entry point
+
+The user-facing documentation is in docs/ (docs/upstream.md: the upstream classifier).
 
 The Python API, for notebooks and pipelines (the commands are thin layers over it)::
 
