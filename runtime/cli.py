@@ -50,7 +50,10 @@ def build_parser(argv: list[str]) -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's own parser: its options, its --help
+        parser.subparser(args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
     except FrameQCError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,10 @@ from astropy.io import fits
 from frameqc.runtime.data.synthetic import make_frame, write_fits
 
 LABELS = ("Shutter", "OK")
+
+#: Every model the tests build would leave a copy of its weights in the graph cache: it is
+#: off for the suite (and its subprocesses), and on in tests/test_graphcache.py.
+os.environ["FRAMEQC_GRAPH_CACHE"] = "off"
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:

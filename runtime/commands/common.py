@@ -25,10 +25,18 @@ class Parser(argparse.ArgumentParser):
         unknown = re.match(r"unrecognized arguments: (\S+)", message)
         if unknown and unknown.group(1).startswith("--"):
             known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
-            close = difflib.get_close_matches(unknown.group(1).split("=")[0], known, n=2)
+            close = difflib.get_close_matches(unknown.group(1).split("=")[0], known, n=2,
+                                                cutoff=0.75)
             if close:
                 message += f" (did you mean {' or '.join(close)}?)"
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+    def subparser(self, name: str) -> Parser:
+        """The parser of the command ``name`` (this parser when it has none)."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+                return action.choices[name]
+        return self
 
 
 def model_args(p: argparse.ArgumentParser) -> None:

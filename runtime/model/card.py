@@ -132,7 +132,7 @@ class ModelCard:
             return ("fp32: the trained network's exact probabilities. Cold one-shots skip "
                     "weight prepacking, which makes this the fastest model for cron "
                     "one-shots; int8 is ~3x faster per frame in batches and the server and "
-                    "uses ~1/3 of the memory (README: Choosing fp32 or int8).")
+                    "uses ~1/3 of the memory (docs/performance.md: Choosing fp32 or int8).")
         q = self.quantization
         moved = (f"probabilities within mean |dp| {q['mean_abs_dp']:.3f} (max "
                  f"{q['max_abs_dp']:.3f}) of fp32, decisions agreeing on "
@@ -140,7 +140,7 @@ class ModelCard:
                  if q else "no int8 check recorded")
         return (f"int8: {moved}. Best where throughput or memory matters (batches, the "
                 "resident server, archive runs); for exact probabilities in cron one-shots "
-                "the fp32 model is as fast cold (README: Choosing fp32 or int8).")
+                "the fp32 model is as fast cold (docs/performance.md: Choosing fp32 or int8).")
 
     def describe(self) -> str:
         """The card as aligned ``key: value`` lines, for ``frameqc info``."""

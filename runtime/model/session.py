@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 from frameqc.runtime.errors import ModelError, UsageError
+from frameqc.runtime.model import graphcache
 from frameqc.runtime.model.card import ModelCard
 from frameqc.runtime.model.cpu import resolve_threads
 from frameqc.runtime.model.peek import read_card
@@ -51,14 +52,17 @@ def want_prepack(precision: str, frames: int | None) -> bool:
 INT8_UNPACKED_FRAMES = 2
 
 
-def session_options(threads: int | None = None, prepack: bool = False) -> Any:
+def session_options(threads: int | None = None, prepack: bool = False, optimize: bool = True,
+                    save: str | os.PathLike | None = None) -> Any:
     """The options every session in frameqc is built with.
 
     Sequential execution on ``threads`` intra-op threads (default: the CPUs this process
     may use), full graph optimisation, quiet logs, no busy-waiting between operators
     (frames are prepared on the same cores while the network runs: 100 frames in 5.6 s
     instead of 5.9 s, and a resident server stays idle between requests), and weights
-    prepacked only when asked (:func:`want_prepack`).
+    prepacked only when asked (:func:`want_prepack`). A graph already optimised (from
+    :mod:`~frameqc.runtime.model.graphcache`) is loaded with ``optimize`` False; ``save``
+    writes the optimised graph there, its weights beside it.
     """
     import onnxruntime as ort
 
@@ -68,21 +72,56 @@ def session_options(threads: int | None = None, prepack: bool = False) -> Any:
     opts.intra_op_num_threads = resolve_threads(threads)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.log_severity_level = 3
+    if save is not None:
+        opts.optimized_model_filepath = str(save)
+        opts.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                      os.path.basename(save) + ".data")
+        opts.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.disable_prepacking", "0" if prepack else "1")
     return opts
 
 
 def open_session(model: str | os.PathLike | bytes, threads: int | None = None,
-                 prepack: bool = False) -> Any:
+                 prepack: bool = False, optimize: bool = True,
+                 save: str | os.PathLike | None = None) -> Any:
     """An ``onnxruntime.InferenceSession`` on the CPU, from a path or serialized bytes."""
     import onnxruntime as ort
 
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, session_options(threads, prepack),
+    return ort.InferenceSession(source, session_options(threads, prepack, optimize, save),
                                 providers=["CPUExecutionProvider"])
+
+
+def _open_cached(model: str, threads: int, prepack: bool) -> tuple[Any, str]:
+    """A session for ``model`` through the graph cache: ``(session, how)``.
+
+    ``how`` is ``cached`` (an optimised graph loaded as it is), ``built`` (optimised now)
+    or ``built+saved`` (optimised now and saved for the next process).
+    """
+    if not graphcache.enabled():
+        return open_session(model, threads, prepack), "built"
+    material = graphcache.key(model)
+    cached = graphcache.lookup(material)
+    if cached is not None:
+        try:
+            return open_session(cached, threads, prepack, optimize=False), "cached"
+        except Exception:  # a damaged entry is rebuilt, never trusted
+            graphcache.discard(material)
+    stage = graphcache.staging(material)
+    if stage is not None:
+        try:
+            session = open_session(model, threads, prepack, save=stage / graphcache.GRAPH)
+        except Exception:
+            graphcache.discard_stage(stage)
+        else:
+            graphcache.commit(stage, material)
+            return session, "built+saved"
+    return open_session(model, threads, prepack), "built"
 
 
 def resolve_model_path(model: str | os.PathLike | None) -> Path:
@@ -117,7 +156,7 @@ class Model:
         self.prepacked = want_prepack(early.precision if early else "fp32", frames)
         self.threads = resolve_threads(threads)
         try:
-            self.session = open_session(real, self.threads, self.prepacked)
+            self.session, self.graph = _open_cached(real, self.threads, self.prepacked)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             text = str(exc).strip()
             missing = re.search(r'External data path does not exist: "?([^"\n]+)', text)
