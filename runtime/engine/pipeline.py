@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -17,8 +17,9 @@ import numpy as np
 
 from frameqc.runtime.data.reader import Frame, Source, read_frame
 from frameqc.runtime.errors import FrameError
-from frameqc.runtime.model.card import Binning, parse_binning
+from frameqc.runtime.model.card import Binning, ModelCard, parse_binning
 from frameqc.runtime.model.decision import Decision, check_threshold, decide
+from frameqc.runtime.model.peek import read_card
 from frameqc.runtime.model.recipes import Prepared, Recipe, make_recipe
 from frameqc.runtime.model.session import Model
 
@@ -68,13 +69,20 @@ class Classifier:
     >>> [r.decision.label for r in clf.run(paths)]  # batches, read-ahead, in order
     """
 
-    def __init__(self, model: Model, binning: Binning | None = None,
-                 threshold: float | None = None) -> None:
-        card = model.card
-        self.model = model
+    def __init__(self, model: Model | Future[Model], binning: Binning | None = None,
+                 threshold: float | None = None, card: ModelCard | None = None) -> None:
+        self._model, card = (None, card) if isinstance(model, Future) else (model, model.card)
+        self._loading = model if isinstance(model, Future) else None
         self.recipe = make_recipe(card.recipe, card.input_size,
                                   None if binning is None else parse_binning(binning))
         self.threshold = card.threshold if threshold is None else check_threshold(threshold)
+
+    @property
+    def model(self) -> Model:
+        """The model; a session still being built (:meth:`load`) is waited for here."""
+        if self._model is None:
+            self._model = self._loading.result()
+        return self._model
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int | None = None,
@@ -84,18 +92,21 @@ class Classifier:
 
         ``frames`` says how many frames this process will classify (None: resident), so
         the session is built for that kind of work (see :func:`~frameqc.runtime.model.
-        session.want_prepack`). The session is built in a thread while this one imports
-        what classifying needs: onnxruntime releases the GIL while it builds, so a cold
-        one-shot pays for the two at once. Every import happens in this thread, before
-        and after the worker starts: numpy imported from two threads at once can fail
-        half-initialised.
+        session.want_prepack`). The card is read from the file first, and the session is
+        built in a thread while the first frames are read and prepared (onnxruntime
+        releases the GIL while it builds): a cold one-shot pays for the longer of the two,
+        not their sum. onnxruntime is imported before the thread starts: modules imported
+        from two threads at once can fail half-initialised.
         """
-        from concurrent.futures import ThreadPoolExecutor
+        card = read_card(os.path.realpath(path)) if os.path.isfile(path) else None
+        if card is None:  # Model says what is wrong with the file
+            return cls(Model(path, threads, frames), binning, threshold)
+        import onnxruntime  # noqa: F401
 
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            loading = pool.submit(Model, path, threads, frames)
-            import PIL.Image  # noqa: F401 -- what reading a frame may need, meanwhile
-            return cls(loading.result(), binning, threshold)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frameqc-session")
+        loading = pool.submit(Model, path, threads, frames)
+        pool.shutdown(wait=False)
+        return cls(loading, binning, threshold, card)
 
     def __repr__(self) -> str:
         card = self.model.card
@@ -141,6 +152,7 @@ class Classifier:
         it = (s if isinstance(s, tuple) else (_name(s), s) for s in sources)
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(self._prepare_all, list(islice(it, batch_size)))
+            self.model  # noqa: B018 -- a model that cannot load stops the run here
             while True:
                 results = pending.result()
                 if not results:
@@ -156,6 +168,7 @@ class Classifier:
         """
         if isinstance(source, np.ndarray):
             source = Frame.from_array(source)
+        self.model  # noqa: B018 -- a model that cannot load is said before any frame
         return self._infer(self._prepare_all([(_name(source) if name is None else name,
                                                source)]))[0]
 
