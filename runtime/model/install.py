@@ -26,6 +26,13 @@ def weights_file(model: str | os.PathLike) -> Path | None:
     return None
 
 
+def new_stage(target: Path) -> tuple[Path, str]:
+    """A staging folder beside ``target``: the staged graph's path and a new weights name."""
+    stage = target.parent / f".{target.name}.{os.getpid()}.stage"
+    stage.mkdir(parents=True, exist_ok=True)
+    return stage / target.name, f"{target.name}.{secrets.token_hex(4)}{DATA_SUFFIX}"
+
+
 def stage_model(proto, target: Path) -> Path:
     """Write ``proto`` as ``target`` + its weights file in a staging folder beside ``target``.
 
@@ -37,13 +44,10 @@ def stage_model(proto, target: Path) -> Path:
     """
     import onnx
 
-    stage = target.parent / f".{target.name}.{os.getpid()}.stage"
-    stage.mkdir(parents=True, exist_ok=True)
-    staged = stage / target.name
-    location = f"{target.name}.{secrets.token_hex(4)}{DATA_SUFFIX}"
+    staged, location = new_stage(target)
     onnx.save_model(proto, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=location, size_threshold=1024)
-    data = stage / location
+    data = staged.parent / location
     if data.exists():  # a model with no large tensor has none
         shutil.copymode(staged, data)  # onnx creates it 0600
     return staged

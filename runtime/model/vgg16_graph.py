@@ -7,12 +7,17 @@ Used by ``frameqc demo``, which must work with no torch on the machine.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 #: torchvision's vgg16 "D" configuration: conv widths, M = 2x2 max-pool.
 CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
           512, 512, 512, "M")
 INPUT, OUTPUT = "image", "probabilities"
+FEATURES = "classifier.3.relu"  # the 4096 features the transfer head reads
 
 
 def conv_indices() -> list[int]:
@@ -27,31 +32,78 @@ def conv_indices() -> list[int]:
     return out
 
 
-def random_params(n_classes: int, hidden: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
-    """Parameters drawn as torchvision initialises vgg16 (Kaiming fan-out convs, N(0, 0.01))."""
+def iter_random_params(n_classes: int, hidden: int = 256, seed: int = 0,
+                       block: int = 512) -> Iterator[tuple[str, np.ndarray]]:
+    """Parameters drawn as torchvision initialises vgg16 (Kaiming fan-out convs, N(0, 0.01)).
+
+    One tensor at a time, the large ones in blocks of ``block`` rows (the same numbers as
+    one draw: the generator is consumed in order), so 528 MB of weights can be written
+    out without ever being held at once.
+    """
     rng = np.random.default_rng(seed)
-    params, c_in = {}, 3
+    c_in = 3
     for idx, c_out in zip(conv_indices(), [v for v in CONFIG if v != "M"], strict=True):
         std = np.sqrt(2.0 / (c_out * 9))
-        params[f"features.{idx}.weight"] = rng.standard_normal(
-            (c_out, c_in, 3, 3), np.float32) * np.float32(std)
-        params[f"features.{idx}.bias"] = np.zeros(c_out, np.float32)
+        yield (f"features.{idx}.weight",
+               rng.standard_normal((c_out, c_in, 3, 3), np.float32) * np.float32(std))
+        yield f"features.{idx}.bias", np.zeros(c_out, np.float32)
         c_in = c_out
     for name, (n_out, n_in) in {"classifier.0": (4096, 512 * 7 * 7),
                                 "classifier.3": (4096, 4096),
                                 "classifier.6.0": (hidden, 4096),
                                 "classifier.6.3": (n_classes, hidden)}.items():
-        params[f"{name}.weight"] = rng.standard_normal((n_out, n_in), np.float32) * np.float32(0.01)
-        params[f"{name}.bias"] = np.zeros(n_out, np.float32)
-    return params
+        for start in range(0, n_out, block):
+            rows = min(block, n_out - start)
+            yield (f"{name}.weight", rng.standard_normal((rows, n_in), np.float32)
+                   * np.float32(0.01))
+        yield f"{name}.bias", np.zeros(n_out, np.float32)
 
 
-def build_graph(params: dict[str, np.ndarray], output: str = "probabilities",
-                metadata: dict[str, str] | None = None, size: int = 224):
+def random_params(n_classes: int, hidden: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
+    """:func:`iter_random_params` as whole arrays, by name."""
+    blocks: dict[str, list[np.ndarray]] = {}
+    for name, value in iter_random_params(n_classes, hidden, seed):
+        blocks.setdefault(name, []).append(value)
+    return {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in blocks.items()}
+
+
+def write_params(params: Iterable[tuple[str, np.ndarray]], data: Path) -> dict[str, Any]:
+    """Write parameters (blocks of one tensor in a row) to the weights file ``data``.
+
+    Returns each tensor as an ONNX initializer that refers to its bytes in the file, for
+    :func:`build_graph`: the weights never pass through a protobuf in memory.
+    """
+    from onnx import TensorProto
+
+    spans: dict[str, list] = {}
+    with open(data, "wb") as fh:
+        for name, value in params:
+            value = np.ascontiguousarray(value, np.float32)
+            span = spans.setdefault(name, [fh.tell(), 0, list(value.shape)])
+            if span[1]:
+                span[2][0] += value.shape[0]
+            span[1] += value.nbytes
+            value.tofile(fh)
+    out = {}
+    for name, (offset, length, shape) in spans.items():
+        tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=shape)
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", data.name), ("offset", str(offset)),
+                           ("length", str(length))):
+            tensor.external_data.add(key=key, value=value)
+        out[name] = tensor
+    return out
+
+
+def build_graph(params: dict[str, Any], output: str = "probabilities",
+                metadata: dict[str, str] | None = None, size: int = 224,
+                features: bool = False):
     """An ``onnx.ModelProto``: ``image [batch, 3, size, size]`` -> ``output``.
 
+    ``params`` are numpy arrays, or initializers from :func:`write_params`.
     ``output="features"`` stops after ``classifier.4`` (the 4096 ReLU features the
-    transfer head reads), for fitting a head.
+    transfer head reads); ``features`` adds them as a second output of the whole
+    network, for fitting a head.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -83,21 +135,32 @@ def build_graph(params: dict[str, np.ndarray], output: str = "probabilities",
         if layer != "classifier.6.3":
             x = add("Relu", [x], layer + ".relu")
     if output == "features":
-        out_dim = params["classifier.3.weight"].shape[0]
+        out_dim = _shape(params["classifier.3.weight"])[0]
     else:
         x = add("LogSoftmax", [x], "classifier.6.4", axis=1)
         x = add("Exp", [x], "exp")
-        out_dim = params["classifier.6.3.weight"].shape[0]
+        out_dim = _shape(params["classifier.6.3.weight"])[0]
     nodes[-1].output[0] = output
+    outputs = [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", out_dim])]
+    if features:
+        outputs.append(helper.make_tensor_value_info(
+            FEATURES, TensorProto.FLOAT, ["batch", _shape(params["classifier.3.weight"])[0]]))
     graph = helper.make_graph(
         nodes, "frameqc_vgg16",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 3, size, size])],
-        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", out_dim])],
-        initializer=[numpy_helper.from_array(np.ascontiguousarray(params[k]), k) for k in used])
+        outputs, initializer=[params[k] if isinstance(params[k], onnx.TensorProto)
+                              else numpy_helper.from_array(np.ascontiguousarray(params[k]), k)
+                              for k in used])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                               producer_name="frameqc")
     model.ir_version = 8
     for key, value in (metadata or {}).items():
         model.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(model, full_check=False) if model.ByteSize() < 2**31 else None
+    inline = not any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
+    if inline and model.ByteSize() < 2**31:  # external weights are checked by their session
+        onnx.checker.check_model(model, full_check=False)
     return model
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(value.dims) if hasattr(value, "dims") else value.shape
