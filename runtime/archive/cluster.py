@@ -276,8 +276,9 @@ def archive(model: str | os.PathLike, out: str | os.PathLike, sources: list[str]
                     why = getattr(exc, "strerror", None) or first_line(exc)
                     if why not in said:
                         said.add(why)
-                        _say(err, f"a task of {len(paths)} frames failed ({why}); its "
-                                  "frames are not in OUT, the other tasks go on")
+                        progress.say(f"frameqc archive: a task of {len(paths)} frames "
+                                     f"failed ({why}); its frames are not in OUT, the other "
+                                     "tasks go on")
                 else:
                     retried.update(p for p in paths if p in prev.failed)
                 fut.release()
