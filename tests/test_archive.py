@@ -19,7 +19,8 @@ from conftest import run_cli
 pytest.importorskip("distributed", reason="the dask extra is part of the test install")
 pa_ds = pytest.importorskip("pyarrow.dataset")
 
-BIN = Path(sys.executable).parent
+#: The ``dask`` command (``python -m dask``: a venv without its console script has it too).
+DASK = [sys.executable, "-m", "dask"]
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +129,7 @@ def test_resume_after_an_interrupted_run_adds_only_what_was_missing(runtime_mode
 
 def test_external_scheduler_and_workers(runtime_model, archive_dir, tmp_path):
     info = tmp_path / "scheduler.json"
-    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1",
+    procs = [subprocess.Popen([*DASK, "scheduler", "--host", "127.0.0.1",
                                "--port", "0", "--no-dashboard", "--scheduler-file", str(info)],
                               stderr=subprocess.DEVNULL)]
     try:
@@ -136,14 +137,23 @@ def test_external_scheduler_and_workers(runtime_model, archive_dir, tmp_path):
         while not info.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         address = json.loads(info.read_text())["address"]
-        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nworkers", "2",
+        procs.append(subprocess.Popen([*DASK, "worker", address, "--nworkers", "2",
                                        "--nthreads", "1", "--no-dashboard"],
-                                      stderr=subprocess.DEVNULL))
+                                      stderr=subprocess.DEVNULL,
+                                      env=os.environ | {"FRAMEQC_THREADS": "3"}))
         out = tmp_path / "out"
         proc = frameqc("archive", "--model", str(runtime_model["int8"]), "-o", str(out),
                        "--scheduler", address, str(archive_dir / "20250708"))
         assert proc.returncode == 1, proc.stderr  # its broken frame
         assert len(rows(out)) == 31 and "31 frames" in proc.stderr
+        from distributed import Client
+
+        from frameqc.runtime.archive.tasks import PLUGIN
+
+        with Client(address) as client:  # each session: its worker's --nthreads, not 3
+            threads = client.run(lambda dask_worker:
+                                 dask_worker.plugins[PLUGIN].classifier.model.threads)
+        assert list(threads.values()) == [1, 1]
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGINT)
@@ -154,16 +164,13 @@ def test_external_scheduler_and_workers(runtime_model, archive_dir, tmp_path):
                 p.kill()
 
 
-def test_sources_stream_and_nights():
-    from frameqc.runtime.archive.cluster import iter_sources
+def test_nights():
     from frameqc.runtime.output.record import night_of
 
     assert night_of("2025-07-09T02:15:00.000") == "2025-07-08"
     assert night_of("2025-07-08T21:15:00") == "2025-07-08"
     assert night_of("2025-07-08") == "2025-07-08"
     assert night_of("yesterday") is None and night_of(None) is None
-    it = iter_sources(["@/dev/stdin"])  # nothing is read until asked for
-    assert hasattr(it, "__next__")
 
 
 def test_without_the_dask_extra_it_says_how_to_get_it(tmp_path, runtime_model):
@@ -191,3 +198,175 @@ def test_rows_are_readable_without_frameqc(runtime_model, archive_dir, tmp_path)
                           text=True, env=env, cwd=tmp_path)
     assert proc.stdout.split(maxsplit=1) == ["31", "['2025-07-09']\n"]
     shutil.rmtree(out)
+
+
+# -- an in-process cluster: failures injected where a real one cannot be made on demand -----
+
+@pytest.fixture(scope="module")
+def inproc():
+    """A scheduler and one worker thread in this process (monkeypatches reach the worker),
+    on TCP so that a ``frameqc archive`` subprocess can use it too."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                      host="127.0.0.1", dashboard_address=None, silence_logs=40) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def small_dir(tmp_path_factory) -> Path:
+    """Eight small frames, quick to classify."""
+    root = tmp_path_factory.mktemp("small")
+    for i in range(8):
+        write_fits(root / f"s_{i}.fits", make_frame(("good", "shutter")[i % 2], 227, 100 + i))
+    return root
+
+
+def test_a_task_that_keeps_failing_is_one_line_and_the_rest_survives(
+        runtime_model, small_dir, inproc, tmp_path, monkeypatch):
+    import errno
+
+    import pyarrow.parquet as pq
+
+    write = pq.write_table
+
+    def full_for_one_batch(table, where, *a, **kw):
+        if str(small_dir / "s_4.fits") in table.column("path").to_pylist():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(table, where, *a, **kw)
+
+    monkeypatch.setattr(pq, "write_table", full_for_one_batch)
+    out = tmp_path / "out"
+    code, _, err = run_cli("archive", "--model", str(runtime_model["int8"]), "-o", str(out),
+                           "--scheduler", inproc, "--batch", "2", str(small_dir))
+    assert code == 1 and "Traceback" not in err
+    failed = [line for line in err.splitlines() if "a task" in line]
+    assert failed == ["frameqc archive: a task of 2 frames failed (No space left on device); "
+                      "its frames are not in OUT, the other tasks go on"], err
+    assert "2 frames lost in failed tasks" in err
+    assert sorted(Path(r["path"]).name for r in rows(out)) == [
+        f"s_{i}.fits" for i in (0, 1, 2, 3, 6, 7)]
+    assert not list(out.glob(".*.tmp"))
+    monkeypatch.setattr(pq, "write_table", write)  # the disk has room again
+    code, _, err = run_cli("archive", "--model", str(runtime_model["int8"]), "-o", str(out),
+                           "--scheduler", inproc, "--resume", str(small_dir))
+    assert code == 0 and "6 already done" in err and "2 frames in" in err
+    assert len(rows(out)) == 8
+
+
+def test_parts_are_flushed_before_they_are_renamed(runtime_model, small_dir, inproc, tmp_path,
+                                                   monkeypatch):
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def spy_fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return fsync(fd)
+
+    def spy_replace(src, dst):
+        events.append(("replace", str(src), str(dst)))
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    monkeypatch.setattr(os, "replace", spy_replace)
+    out = tmp_path / "out"
+    code, _, err = run_cli("archive", "--model", str(runtime_model["int8"]), "-o", str(out),
+                           "--scheduler", inproc, "--batch", "4", str(small_dir))
+    monkeypatch.undo()
+    assert code == 0, err
+    renames = [e for e in events if e[0] == "replace" and e[2].endswith(".parquet")]
+    assert len(renames) == 2
+    for e in renames:
+        i = events.index(e)
+        assert events[i - 1] == ("fsync", e[1])  # the data reached the disk first
+        assert events[i + 1] == ("fsync", str(out))  # and then the rename did
+
+
+def test_foreign_and_damaged_files_in_out_are_left_alone(runtime_model, small_dir, inproc,
+                                                         tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    out.mkdir()
+    pq.write_table(pa.table({"night": ["2025-07-08"], "frames": [412]}), out / "summary.parquet")
+    first = tmp_path / "first"
+    assert run_cli("archive", "--model", str(runtime_model["int8"]), "-o", str(first),
+                   "--scheduler", inproc, str(small_dir / "s_0.fits"))[0] == 0
+    whole = next(first.glob("part-*.parquet")).read_bytes()
+    damaged = out / "part-20250101T000000-abcdef-0000000.parquet"
+    damaged.write_bytes(whole[: len(whole) // 2])  # cut by a crash
+    other = out / ".part-20250101T000000-fedcba-0000003.0123abcd.tmp"  # a concurrent run's
+    other.write_bytes(b"being written")
+    for resume in ((), ("--resume",)):
+        code, _, err = run_cli("archive", "--model", str(runtime_model["int8"]), "-o",
+                               str(out), "--scheduler", inproc, *resume, str(small_dir))
+        assert code == 0 and "Traceback" not in err, err
+        assert f"{damaged}: not a readable part" in err
+    assert "8 already done" in err
+    assert pq.read_table(out / "summary.parquet").num_rows == 1
+    assert other.read_bytes() == b"being written" and damaged.exists()
+    ours = pa_ds.dataset([str(p) for p in out.glob("part-*.parquet") if p != damaged])
+    assert ours.count_rows() == 8
+
+
+def test_fp32_and_int8_results_are_told_apart(runtime_model, small_dir, inproc, tmp_path):
+    out = tmp_path / "out"
+    argv = ("-o", str(out), "--scheduler", inproc, str(small_dir / "s_0.fits"),
+            str(small_dir / "s_1.fits"))
+    assert run_cli("archive", "--model", str(runtime_model["int8"]), *argv)[0] == 0
+    code, _, err = run_cli("archive", "--model", str(runtime_model["fp32"]), *argv)
+    assert code == 0, err  # the fp32 twin's results are not the int8 one's
+    got = sorted((Path(r["path"]).name, r["precision"]) for r in rows(out))
+    assert got == [("s_0.fits", "fp32"), ("s_0.fits", "int8"), ("s_1.fits", "fp32"),
+                   ("s_1.fits", "int8")]
+    code, _, err = run_cli("archive", "--model", str(runtime_model["fp32"]), *argv)
+    assert code == 2 and "(fp32): add --resume" in err
+    code, _, err = run_cli("archive", "--model", str(runtime_model["fp32"]), "--resume", *argv)
+    assert code == 0 and "0 frames in" in err and "2 already done" in err
+
+
+def test_resume_tries_failed_frames_again(runtime_model, small_dir, inproc, tmp_path):
+    frames = tmp_path / "frames"
+    shutil.copytree(small_dir, frames)
+    good = (frames / "s_3.fits").read_bytes()
+    (frames / "s_3.fits").write_bytes(good[:2880])  # being copied when the run read it
+    out = tmp_path / "out"
+    argv = ("archive", "--model", str(runtime_model["int8"]), "-o", str(out), "--scheduler",
+            inproc, "--batch", "3", str(frames))
+    assert run_cli(*argv)[0] == 1
+    (frames / "s_3.fits").write_bytes(good)  # the copy finished
+    code, _, err = run_cli(*argv, "--resume")
+    assert code == 0 and "1 frames in" in err and "7 already done" in err, err
+    got = {Path(r["path"]).name: r for r in rows(out)}
+    assert len(rows(out)) == 8 and got["s_3.fits"]["error"] is None  # one row per frame
+    assert got["s_3.fits"]["label"] is not None
+
+
+def test_a_list_on_a_pipe_streams(runtime_model, small_dir, inproc, tmp_path):
+    """``@/dev/stdin`` from a pipe, progress on a terminal: the first task runs before the
+    list ends, and every frame listed is done (a list read once to count it for the
+    terminal's ETA would leave nothing to do)."""
+    out = tmp_path / "out"
+    paths = [f"{p}\n" for p in sorted(map(str, small_dir.glob("*.fits")))]
+    tty, terminal = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "frameqc.runtime.cli", "archive", "--model",
+                             str(runtime_model["int8"]), "-o", str(out), "--scheduler", inproc,
+                             "--batch", "2", "@/dev/stdin"],
+                            stdin=subprocess.PIPE, stderr=terminal, text=True)
+    os.close(terminal)
+    try:
+        proc.stdin.write("".join(paths[:2]))
+        proc.stdin.flush()
+        deadline = time.monotonic() + 120
+        while not list(out.glob("part-*.parquet")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(out.glob("part-*.parquet")), "nothing was done before the list ended"
+        proc.stdin.write("".join(paths[2:]))
+        proc.stdin.close()
+        assert proc.wait(timeout=120) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(tty)
+    assert sorted(r["path"] for r in rows(out)) == [p.strip() for p in paths]

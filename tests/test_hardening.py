@@ -409,6 +409,7 @@ class StubClassifier:
     class model:
         class card:
             model_id = "stub"
+            precision = "fp32"
 
     def __init__(self) -> None:
         self.failing: set[str] = set()
@@ -448,6 +449,7 @@ def test_watch_retries_a_passing_error_and_forgets_gone_frames(tmp_path):
     for _ in range(ATTEMPTS + 2):
         w.scan()
     assert clf.seen.count("f2.fits") == 1 + ATTEMPTS
+    w.close()
     again = Watcher(clf, incoming, state, print, settle=0, err=err)  # a restart
     assert again.ready() == [] and len(again.done) == 3  # all remembered, the stale forgotten
 

@@ -1,5 +1,6 @@
 """``frameqc watch`` on a real folder: once per frame, only complete frames, restarts."""
 
+import io
 import json
 import os
 import shutil
@@ -7,6 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from conftest import run_cli
 
@@ -51,9 +55,12 @@ def test_fresh_files_wait_until_they_settle(runtime_model, fits_dir, tmp_path):
     incoming = tmp_path / "incoming"
     incoming.mkdir()
     shutil.copy(fits_dir / "full_good.fits", incoming / "new.fits")  # mtime: now
-    code, out, _ = run_cli("watch", "--model", str(runtime_model["int8"]), "--state",
-                           str(tmp_path / "s"), "--settle", "30", "--once", str(incoming))
+    shutil.copy(fits_dir / "full_good.fits", incoming / "newer.fits")
+    code, out, err = run_cli("watch", "--model", str(runtime_model["int8"]), "--state",
+                             str(tmp_path / "s"), "--settle", "30", "--once", str(incoming))
     assert code == 0 and out == ""
+    assert err == ("frameqc watch: 2 frames not settled yet (changed less than --settle 30 s "
+                   "ago); left for the next run\n")
 
 
 def test_live_watch_takes_a_frame_written_slowly(runtime_model, fits_dir, tmp_path):
@@ -83,3 +90,144 @@ def test_live_watch_takes_a_frame_written_slowly(runtime_model, fits_dir, tmp_pa
     assert len(rows) == 1 and "label" in rows[0], (rows, err)
     entries = [json.loads(line) for line in state.read_text().splitlines()]
     assert len(entries) == 1 and entries[0]["size"] == len(raw)
+
+
+# -- what is done, and when it is forgotten ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def classifier(runtime_model):
+    from frameqc.runtime.engine.pipeline import Classifier
+
+    return Classifier.load(runtime_model["int8"], 1)
+
+
+def watcher(classifier, incoming: Path, state: Path, **kw):
+    """A Watcher on ``incoming`` writing JSON lines to a string; returns (watcher, out, err)."""
+    from frameqc.runtime.output.sink import Sink
+    from frameqc.runtime.serving.watch import Watcher
+
+    out, err = io.StringIO(), io.StringIO()
+    sink = Sink("json", out=out, err=err, **kw)
+    sink.start(classifier.labels)
+    return Watcher(classifier, incoming, state, sink, settle=0, err=err, retry_after=0), out, err
+
+
+def names(out: io.StringIO) -> list[str]:
+    return [Path(json.loads(line)["path"]).name for line in out.getvalue().splitlines()]
+
+
+def two_frames(fits_dir, incoming: Path) -> None:
+    incoming.mkdir()
+    for name in ("full_good.fits", "prebinned_227.fits"):
+        shutil.copy2(fits_dir / name, incoming / name)
+        age(incoming / name)
+
+
+def test_an_empty_listing_forgets_nothing(classifier, fits_dir, tmp_path):
+    """A network mount that drops leaves an empty mount point; when it returns, nothing is
+    classified again. A folder that lists other frames is evidence: that forgets."""
+    incoming, state = tmp_path / "incoming", tmp_path / "state.jsonl"
+    two_frames(fits_dir, incoming)
+    w, out, _ = watcher(classifier, incoming, state)
+    try:
+        assert w.scan() == 2
+        incoming.rename(tmp_path / "mounted")
+        incoming.mkdir()  # the bare mount point
+        assert w.scan() == 0
+        incoming.rmdir()
+        (tmp_path / "mounted").rename(incoming)  # the mount is back
+        assert w.scan() == 0 and names(out) == ["full_good.fits", "prebinned_227.fits"]
+        moved = (incoming / "full_good.fits").rename(tmp_path / "full_good.fits")
+        assert w.scan() == 0 and len(w.done) == 1  # gone from a listing with frames
+        moved.rename(incoming / "full_good.fits")
+        assert w.scan() == 1  # forgotten, so taken as new
+    finally:
+        w.close()
+
+
+def test_a_frame_that_cannot_be_stat_ed_is_said_and_remembered(classifier, fits_dir, tmp_path):
+    incoming, state = tmp_path / "incoming", tmp_path / "state.jsonl"
+    two_frames(fits_dir, incoming)
+    w, out, err = watcher(classifier, incoming, state)
+    try:
+        assert w.scan() == 2
+        (incoming / "full_good.fits").rename(tmp_path / "full_good.fits")
+        (incoming / "full_good.fits").symlink_to("full_good.fits")  # a loop: ELOOP
+        assert w.scan() == 0
+        assert err.getvalue().count("full_good.fits: cannot read its state") == 1
+        w.scan()
+        assert err.getvalue().count("cannot read its state") == 1  # not every scan
+        (incoming / "full_good.fits").unlink()
+        (tmp_path / "full_good.fits").rename(incoming / "full_good.fits")
+        assert w.scan() == 0 and len(names(out)) == 2  # still known: not classified again
+    finally:
+        w.close()
+
+
+def test_a_failing_log_leaves_its_frames_to_do(runtime_model, fits_dir, tmp_path):
+    incoming, state, log = tmp_path / "incoming", tmp_path / "state.jsonl", tmp_path / "log"
+    two_frames(fits_dir, incoming)
+    argv = ["watch", "--model", str(runtime_model["int8"]), "--state", str(state), "--once",
+            "-f", "json", str(incoming)]
+    code, _, err = run_cli(*argv, "--log", "/dev/full")  # opens, then every write fails
+    assert code == 1 and "not done, taken again by a later scan" in err
+    assert not state.exists() or state.read_text() == ""
+    code, _out, err = run_cli(*argv, "--log", str(log))
+    assert code == 0, err
+    assert sorted(Path(json.loads(line)["path"]).name for line in log.read_text().splitlines()
+                  ) == ["full_good.fits", "prebinned_227.fits"]
+    assert len(state.read_text().splitlines()) == 2
+
+
+def test_a_failing_stdout_leaves_its_frames_to_do(runtime_model, fits_dir, tmp_path):
+    incoming, state = tmp_path / "incoming", tmp_path / "state.jsonl"
+    two_frames(fits_dir, incoming)
+    argv = [sys.executable, "-m", "frameqc.runtime.cli", "watch", "--model",
+            str(runtime_model["int8"]), "--state", str(state), "--once", str(incoming)]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "No space left on device" in proc.stderr
+    assert not state.exists() or state.read_text() == ""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 2, proc.stderr
+
+
+def test_one_watch_per_state(classifier, runtime_model, fits_dir, tmp_path):
+    incoming, state = tmp_path / "incoming", tmp_path / "state.jsonl"
+    two_frames(fits_dir, incoming)
+    argv = ("watch", "--model", str(runtime_model["int8"]), "--state", str(state), "--once",
+            str(incoming))
+    w, _out, _ = watcher(classifier, incoming, state)  # a slow run, still going
+    try:
+        code, cron_out, err = run_cli(*argv)  # cron starts the next one
+        assert code == 2 and cron_out == "" and len(err.splitlines()) == 1
+        assert f"another watch (pid {os.getpid()}) is using it" in err
+        assert w.scan() == 2
+    finally:
+        w.close()
+    code, cron_out, _ = run_cli(*argv)
+    assert code == 0 and cron_out == ""  # nothing twice
+
+
+def test_compaction_has_a_temporary_name_of_its_own(classifier, fits_dir, tmp_path):
+    incoming, state = tmp_path / "incoming", tmp_path / "state.jsonl"
+    two_frames(fits_dir, incoming)
+    state.write_text("".join(json.dumps({"name": f"old{i}.fits", "size": 1, "mtime_ns": i})
+                             + "\n" for i in range(200)))
+    other = tmp_path / "state.jsonl.tmp"  # the name every compaction used to share
+    other.write_text("someone else's\n")
+    w, _, err = watcher(classifier, incoming, state)
+    try:
+        assert w.scan() == 2 and len(state.read_text().splitlines()) == 2, err.getvalue()
+    finally:
+        w.close()
+    assert other.read_text() == "someone else's\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "incoming", "state.jsonl", "state.jsonl.lock", "state.jsonl.tmp"]
+
+
+def test_state_naming_a_directory_is_one_line(runtime_model, tmp_path):
+    code, _, err = run_cli("watch", "--model", str(runtime_model["int8"]), "--state",
+                           str(tmp_path), "--once", str(tmp_path))
+    assert code == 2 and err == f"frameqc: --state {tmp_path}: a directory; name a file\n"

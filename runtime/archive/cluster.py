@@ -9,9 +9,19 @@ cluster (``dask scheduler``/``dask worker``, or dask-jobqueue on a batch system)
   batch of paths, classified by :class:`~frameqc.runtime.engine.pipeline.Classifier` (the
   decisions ``frameqc classify`` makes).
 - **Output** is a Parquet dataset: each task writes one file, named by the run and the
-  batch, to a hidden temporary name and renames it into place. A task that Dask runs
-  again (its worker died) replaces the same file, so no frame is lost or written twice.
-- **Resume**: frames already in the dataset for the same model id are skipped.
+  batch (``part-<run>-<batch>.parquet``), to a hidden temporary name, flushes it to disk and
+  renames it into place. A task that Dask runs again (its worker died) replaces the same
+  file, so no frame is lost or written twice. Only files named like parts are read back;
+  a part that cannot be read (truncated by a crash) is named and passed over, and other
+  files in OUT (a user's summary) are left alone.
+- **Model**: rows are told apart by model id *and* precision (an fp32 model and its int8
+  twin share weights, hence the id).
+- **Resume**: frames already decided in the dataset by the same model are skipped; frames
+  that failed are tried again, and once the run is over their old error rows are removed
+  (a frame keeps one row). Without ``--resume``, an OUT holding rows of this model is
+  refused.
+- **Failures**: a task that keeps failing (a full disk, a worker killed by a frame) is one
+  line; the other tasks' work stays, and its frames are counted as lost (exit 1).
 
 This module is the client's side and imports no Dask until it runs; what runs on the
 workers is in :mod:`frameqc.runtime.archive.tasks`.
@@ -20,6 +30,7 @@ workers is in :mod:`frameqc.runtime.archive.tasks`.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 import uuid
@@ -34,12 +45,21 @@ from frameqc.runtime.data.sources import expand
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.model.card import ModelCard
 from frameqc.runtime.util.progress import Progress
+from frameqc.runtime.util.text import first_line
 
 #: Paths per task: two read-ahead batches of the classifier. Measured here (100 frames,
 #: 2 workers): 16 keeps both workers busy to the end (27.8 frames/s after start-up);
 #: 32 left one idle for the last task (25.7/s). Tasks that small cost the scheduler
 #: nothing next to 0.5 s of classifying each.
 BATCH = 16
+
+#: The name of a part file this command writes (:func:`part_name`); nothing else is read.
+PART = re.compile(r"part-\d{8}T\d{6}-[0-9a-f]{6}-\d{7}\.parquet")
+
+
+def part_name(run: str, i: int) -> str:
+    """The part of batch ``i`` of ``run`` (without ``.parquet``)."""
+    return f"part-{run}-{i:07d}"
 
 
 def require_dask() -> None:
@@ -71,6 +91,7 @@ class Summary:
     frames: int = 0
     errors: int = 0
     skipped: int = 0
+    lost: int = 0  # frames of tasks that failed: not in OUT
     labels: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     startup: float = 0.0  # of which: starting the cluster and loading the model on workers
@@ -86,18 +107,103 @@ class Summary:
         return (f"{self.frames} frames in {self.seconds:.1f} s ({rate:.1f} frames/s; "
                 f"{self.startup:.1f} s of it starting the cluster): {labels}; "
                 f"{self.errors} errors" +
-                (f"; {self.skipped} already done, skipped" if self.skipped else ""))
+                (f"; {self.skipped} already done, skipped" if self.skipped else "") +
+                (f"; {self.lost} frames lost in failed tasks (--resume retries them)"
+                 if self.lost else ""))
 
 
-def done_paths(out: Path, model_id: str) -> set[str]:
-    """Paths already in the dataset for this model id (``--resume``)."""
-    import pyarrow.dataset as ds
+@dataclass
+class Previous:
+    """What OUT already holds for one model (id and precision)."""
 
-    if not any(out.glob("*.parquet")):
-        return set()
-    table = ds.dataset(str(out), format="parquet").to_table(
-        columns=["path"], filter=ds.field("model") == model_id)
-    return set(table.column("path").to_pylist())
+    decided: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)  # error rows only
+    stale: set[str] = field(default_factory=set)  # error rows beside a decision (a cut resume)
+
+    def __len__(self) -> int:
+        return len(self.decided) + len(self.failed)
+
+
+def _say(err: TextIO, text: str) -> None:
+    err.write(f"frameqc archive: {text}\n")
+    err.flush()
+
+
+def read_parts(out: Path, columns: list[str] | None, err: TextIO
+               ) -> Iterator[tuple[Path, object]]:
+    """Our part files in ``out`` as Arrow tables (``columns``, those a part has; None: all).
+
+    A file named like a part that cannot be read (a truncated write) is named in one line
+    and passed over; files not named like parts are not ours and are not opened.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in sorted(p for p in out.iterdir() if PART.fullmatch(p.name)):
+        try:
+            pf = pq.ParquetFile(path)
+            have = pf.schema_arrow.names
+            yield path, pf.read(columns=None if columns is None else
+                                [c for c in columns if c in have])
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            _say(err, f"{path}: not a readable part ({first_line(exc)}); skipped")
+
+
+def _of_model(table, model_id: str, precision: str):
+    """The rows of ``table`` made by this model (a part without precision made by none)."""
+    import pyarrow.compute as pc
+
+    if "precision" not in table.column_names or "model" not in table.column_names:
+        return table.slice(0, 0)
+    return table.filter(pc.and_(pc.equal(table["model"], model_id),
+                                pc.equal(table["precision"], precision)))
+
+
+def previous(out: Path, model_id: str, precision: str, err: TextIO) -> Previous:
+    """The frames OUT holds for this model: decided ones and ones with only error rows."""
+    prev = Previous()
+    for _, table in read_parts(out, ["path", "model", "precision", "error"], err):
+        rows = _of_model(table, model_id, precision)
+        for path, error in zip(rows["path"].to_pylist(), rows["error"].to_pylist(),
+                               strict=True):
+            (prev.failed if error is not None else prev.decided).add(path)
+    prev.stale = prev.failed & prev.decided
+    prev.failed -= prev.decided
+    return prev
+
+
+def supersede(out: Path, run: str, model_id: str, precision: str, paths: set[str],
+              err: TextIO) -> None:
+    """Remove this model's error rows of ``paths`` from parts older than ``run``.
+
+    Called after a resumed run: a frame tried again keeps only its new row. A part is
+    rewritten to a temporary name, flushed and renamed, like a task's.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from frameqc.runtime.archive.tasks import sync_and_rename
+
+    if not paths:
+        return
+    wanted = pa.array(sorted(paths), pa.string())
+    for part, table in read_parts(out, None, err):
+        if part.name.startswith(f"part-{run}-") or "precision" not in table.column_names:
+            continue
+        stale = pc.fill_null(pc.and_kleene(
+            pc.and_kleene(pc.equal(table["model"], model_id),
+                          pc.equal(table["precision"], precision)),
+            pc.and_kleene(pc.is_valid(table["error"]), pc.is_in(table["path"], wanted))),
+            False)
+        if not pc.any(stale).as_py():
+            continue
+        tmp = out / f".part-{run}-{uuid.uuid4().hex}.tmp"
+        try:
+            pq.write_table(table.filter(pc.invert(stale)), tmp)
+            sync_and_rename(str(tmp), str(part))
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def archive(model: str | os.PathLike, out: str | os.PathLike, sources: list[str],
@@ -113,8 +219,9 @@ def archive(model: str | os.PathLike, out: str | os.PathLike, sources: list[str]
         An existing scheduler's address (``tcp://host:8786``); else a LocalCluster of
         ``workers`` processes (default: one per usable CPU, one thread each).
     resume : bool
-        Skip frames already in ``out`` for this model id; without it, an ``out`` that
-        holds results for this model is refused.
+        Skip frames already decided in ``out`` by this model (id and precision) and try
+        again those that failed; without it, an ``out`` that holds rows of this model is
+        refused.
     """
     require_dask()
     from distributed import Client, LocalCluster, as_completed
@@ -133,11 +240,14 @@ def archive(model: str | os.PathLike, out: str | os.PathLike, sources: list[str]
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"-o {out}: cannot create it ({exc.strerror or exc})") from None
-    done = done_paths(out, card.model_id)
-    if done and not resume:
-        raise UsageError(f"{out} already holds {len(done)} frames for model {card.model_id}: "
-                         "add --resume to go on where it stopped, or choose another folder")
+    prev = previous(out, card.model_id, card.precision, err)
+    if prev and not resume:
+        raise UsageError(f"{out} already holds {len(prev)} frames for model {card.model_id} "
+                         f"({card.precision}): add --resume to go on where it stopped, or "
+                         "choose another folder")
     summary = Summary()
+    retried: set[str] = set()  # frames that had failed, classified again by this run
+    run = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     cluster = None
     t0 = time.perf_counter()
     if scheduler is None:
@@ -146,30 +256,52 @@ def archive(model: str | os.PathLike, out: str | os.PathLike, sources: list[str]
                                dashboard_address=None, silence_logs=40)
     try:
         with Client(scheduler or cluster) as client:
-            if scheduler is None:
-                threads = max(1, available_cpus() // (workers or available_cpus()))
-            else:
-                threads = None
+            # a local worker's share of the CPUs; an external worker uses its own --nthreads
+            threads = (max(1, available_cpus() // (workers or available_cpus()))
+                       if scheduler is None else None)
             client.register_plugin(ModelPlugin(model, threads))
             summary.startup = time.perf_counter() - t0
             slots = max(2, 2 * sum(client.nthreads().values()))
-            run = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
             progress = Progress("frames", None, err)
             pending = as_completed()
-            for i, paths in enumerate(batches(_not_done(sources, done, summary), batch)):
-                pending.add(client.submit(classify_batch, paths, str(out), f"part-{run}-{i:07d}",
-                                          key=f"frameqc-{run}-{i}", retries=2))
+            tasks: dict[str, list[str]] = {}
+            said: set[str] = set()
+
+            def collect(fut) -> None:
+                paths = tasks.pop(fut.key)
+                try:
+                    summary.add(fut.result())
+                except Exception as exc:  # what ended the task (OSError, KilledWorker...)
+                    summary.lost += len(paths)
+                    why = getattr(exc, "strerror", None) or first_line(exc)
+                    if why not in said:
+                        said.add(why)
+                        progress.say(f"frameqc archive: a task of {len(paths)} frames "
+                                     f"failed ({why}); its frames are not in OUT, the other "
+                                     "tasks go on")
+                else:
+                    retried.update(p for p in paths if p in prev.failed)
+                fut.release()
+                progress.update(summary.frames + summary.skipped,
+                                f"{summary.errors} errors")
+
+            for i, paths in enumerate(batches(_not_done(sources, prev.decided, summary),
+                                              batch)):
+                fut = client.submit(classify_batch, paths, str(out), part_name(run, i),
+                                    key=f"frameqc-{run}-{i}", retries=2)
+                tasks[fut.key] = paths
+                pending.add(fut)
                 while pending.count() >= slots:
-                    summary.add(next(pending).result())
-                    progress.update(summary.frames + summary.skipped, f"{summary.errors} errors")
+                    collect(next(pending))
             for fut in pending:
-                summary.add(fut.result())
-                progress.update(summary.frames + summary.skipped, f"{summary.errors} errors")
+                collect(fut)
             progress.close()
+        if resume:
+            supersede(out, run, card.model_id, card.precision, retried | prev.stale, err)
     finally:
         if cluster is not None:
             cluster.close()
-        for tmp in out.glob(".part-*.tmp"):  # left by a worker killed while writing
+        for tmp in out.glob(f".part-{run}-*.tmp"):  # this run's, left by a killed worker
             tmp.unlink(missing_ok=True)
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -1,8 +1,9 @@
 """What ``frameqc archive`` runs on the Dask workers: the model, once each, and a task.
 
 A task classifies a batch of paths with the worker's model and writes one Parquet file,
-under a hidden temporary name first, then renamed into place: a task run again (its
-worker died) replaces the same file, so no frame is lost or written twice.
+under a hidden temporary name first, flushed to disk, then renamed into place: a task run
+again (its worker died) replaces the same file, so no frame is lost or written twice, and
+a crash of the machine leaves either the whole part or none.
 """
 
 from __future__ import annotations
@@ -29,10 +30,28 @@ class ModelPlugin(WorkerPlugin):
         self.classifier = None
 
     def setup(self, worker) -> None:
+        """Load the model with ``threads``, else the worker's own share (its ``--nthreads``):
+        ``dask worker --nworkers 4 --nthreads 1`` gives each of the 4 sessions 1 thread,
+        not every CPU of the node."""
         from frameqc.runtime.engine.pipeline import Classifier
         from frameqc.runtime.model.session import Model
 
-        self.classifier = Classifier(Model(self.model, self.threads))
+        self.classifier = Classifier(Model(self.model, self.threads or worker.state.nthreads))
+
+
+def sync_and_rename(tmp: str, dest: str) -> None:
+    """Flush ``tmp`` to disk, rename it to ``dest``, and flush the folder's entry."""
+    _fsync(tmp)
+    os.replace(tmp, dest)
+    _fsync(os.path.dirname(dest) or ".")
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def classify_batch(paths: list[str], out: str, part: str) -> dict:
@@ -48,7 +67,11 @@ def classify_batch(paths: list[str], out: str, part: str) -> dict:
         r.prepared = None
     table = pa.Table.from_pylist(rows, schema=arrow_schema(card.labels))
     tmp = os.path.join(out, f".{part}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, os.path.join(out, f"{part}.parquet"))  # a rerun replaces, never adds
+    try:
+        pq.write_table(table, tmp)
+        sync_and_rename(tmp, os.path.join(out, f"{part}.parquet"))  # a rerun replaces
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return {"frames": len(rows), "errors": sum(r["error"] is not None for r in rows),
             "labels": Counter(r["label"] for r in rows if r["label"])}

@@ -20,8 +20,10 @@ def add_parser(sub) -> None:
                     "here, or an existing scheduler. One Parquet row per frame in OUT, "
                     "with the columns of every other output (path, label, index, "
                     "probability, p_<label>..., doubtful, date_obs, night, model, "
-                    "precision, seconds, error). Needs the dask extra: "
-                    "pip install 'frameqc[dask]'.",
+                    "precision, seconds, error). Exit 1 when a frame failed or a task "
+                    "could not be done (its frames are then not in OUT; --resume retries "
+                    "them). Files in OUT not named part-*.parquet are left alone. Needs the "
+                    "dask extra: pip install 'frameqc[dask]'.",
         epilog="examples:\n"
                "  frameqc archive --model touse3.onnx -o results/ /archive/ioo/2024/\n"
                "  frameqc archive --model touse3.onnx -o results/ --resume @frames.txt\n"
@@ -38,7 +40,10 @@ def add_parser(sub) -> None:
     where.add_argument("--workers", type=positive_int, metavar="N",
                        help="worker processes of the local cluster (default: usable CPUs)")
     p.add_argument("--resume", action="store_true",
-                   help="skip frames already in OUT for the same model")
+                   help="go on in an OUT that holds rows of this model (same id and "
+                        "precision): frames it decided are skipped, frames that failed are "
+                        "tried again (their old error rows are then removed); without it "
+                        "such an OUT is refused")
     p.add_argument("--batch", type=positive_int, default=BATCH, metavar="N",
                    help=f"frames per task (default {BATCH})")
 
@@ -51,4 +56,4 @@ def run(args: argparse.Namespace) -> int:
                       scheduler=args.scheduler, workers=args.workers, resume=args.resume,
                       batch=args.batch)
     print(f"frameqc archive: {summary.line()}; results in {args.output}", file=sys.stderr)
-    return EXIT_FRAME_FAILED if summary.errors else EXIT_OK
+    return EXIT_FRAME_FAILED if summary.errors or summary.lost else EXIT_OK

@@ -21,7 +21,11 @@ def add_parser(sub) -> None:
         "watch", help=HELP,
         description="Watch an incoming folder: each frame is classified once, after it has "
                     "stopped changing, and what was done is remembered across restarts "
-                    "(in a state file outside the folder). Stops on SIGTERM/SIGINT.",
+                    "(in a state file outside the folder). A frame is done once its decision "
+                    "was written to the output and --log; if writing fails, a later scan "
+                    "takes it again. One watch per state file: a second one (a cron --once "
+                    "overlapping a slow run) says so in one line and exits 2. "
+                    "Stops on SIGTERM/SIGINT.",
         epilog="examples:\n  frameqc watch --model /models/touse2.onnx /data/incoming "
                "--log classifier.log\n"
                "  frameqc watch --model m.onnx --once /data/incoming   # catch up, then exit")
@@ -60,10 +64,19 @@ def run(args: argparse.Namespace) -> int:
     state = Path(args.state) if args.state else default_state(directory, cache_dir())
     watcher = Watcher(classifier, directory, state, sink, args.settle,
                       retry_after=0.0 if args.once else RETRY_AFTER)
-    if args.once:
-        watcher.scan()
-        return EXIT_OK if sink.close() else EXIT_FRAME_FAILED
-    print(f"frameqc watch: {directory} with {path}; state in {state}", file=sys.stderr,
-          flush=True)
-    watcher.run(args.interval)
-    return EXIT_OK
+    try:
+        if args.once:
+            watcher.scan()
+            if watcher.unsettled:
+                print(f"frameqc watch: {watcher.unsettled} frame"
+                      f"{'s' if watcher.unsettled > 1 else ''} not settled yet (changed less "
+                      f"than --settle {args.settle:g} s ago); left for the next run",
+                      file=sys.stderr)
+            ok = sink.close() and not watcher.unwritten
+            return EXIT_OK if ok else EXIT_FRAME_FAILED
+        print(f"frameqc watch: {directory} with {path}; state in {state}", file=sys.stderr,
+              flush=True)
+        watcher.run(args.interval)
+        return EXIT_OK
+    finally:
+        watcher.close()

@@ -25,7 +25,9 @@ class Sink:
     """Writes each record, appends it to ``log``, links it into ``sort_into``, counts failures.
 
     A side output that fails mid-run (a full disk under ``--log``) is reported once and
-    counts as a failure; the records on the output stream stay complete.
+    counts as a failure; the records on the output stream stay complete. Each call says
+    whether every output of its record was written, so a caller that remembers what it
+    has done (``watch``) remembers only frames whose decision reached every destination.
     """
 
     def __init__(self, fmt: str = "text", log: str | None = None, sort_into: str | None = None,
@@ -59,25 +61,29 @@ class Sink:
             self.writer = formats.Writer(self.fmt, self.out, self.err, labels)
 
     def __call__(self, rec: dict, timings: dict[str, float], result: Result | None = None
-                 ) -> None:
+                 ) -> bool:
+        """Send ``rec`` everywhere; False when a side output failed (the stream raises)."""
         self.done += 1
         self.failed += "error" in rec
         if self.progress:
             self.progress.update(self.done)
+        written = True
         if self.preview and result is not None and result.prepared is not None:
-            self.guard("--preview", files.write_preview, self.preview, result)
+            written &= self.guard("--preview", files.write_preview, self.preview, result)
         self.writer.write(rec)
         if self.log:
-            self.guard("--log", formats.append_log, self.log, rec, timings)
+            written &= self.guard("--log", formats.append_log, self.log, rec, timings)
         if self.sort_dir:
-            self.guard("--sort-into", files.sort_into, self.sort_dir, rec)
+            written &= self.guard("--sort-into", files.sort_into, self.sort_dir, rec)
         for extra in self.extras:
             extra(rec, timings)
+        return written
 
-    def guard(self, option: str, write: Callable, *args) -> None:
+    def guard(self, option: str, write: Callable, *args) -> bool:
         """A side output that fails mid-run: one line (once per option), a failure counted."""
         try:
             write(*args)
+            return True
         except OSError as exc:
             self.failed += 1
             if option not in self.broken:
@@ -85,6 +91,7 @@ class Sink:
                 self.err.write(f"frameqc: {option}: cannot write ({exc.strerror or exc}); "
                                "classifying goes on\n")
                 self.err.flush()
+            return False
 
     def close(self) -> bool:
         """End the run; True when every frame was decided and every output written."""
