@@ -23,3 +23,16 @@ def test_child_peak_rss_is_its_own():
 def test_summary_median_and_p95():
     s = summary([float(v) for v in range(1, 21)])
     assert s["median_s"] == 10.5 and s["p95_s"] == 19.0 and s["min_s"] == 1.0
+
+
+def test_the_floor_builds_its_session_as_a_one_shot_does():
+    from floor import options
+
+    from frameqc.runtime.model.session import session_options
+
+    ours, theirs = options(2), session_options(2, prepack=False, optimize=False)
+    for attr in ("intra_op_num_threads", "inter_op_num_threads", "execution_mode",
+                 "graph_optimization_level", "log_severity_level"):
+        assert getattr(ours, attr) == getattr(theirs, attr), attr
+    for key in ("session.intra_op.allow_spinning", "session.disable_prepacking"):
+        assert ours.get_session_config_entry(key) == theirs.get_session_config_entry(key)

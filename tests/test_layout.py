@@ -58,12 +58,13 @@ def test_imports_run_downwards_only(path):
 
 
 def test_only_the_session_module_builds_sessions():
+    """bench/floor.py builds one too, on purpose, with options test_bench.py compares."""
     builders = []
     for path in [*ROOT.glob("runtime/**/*.py"), *ROOT.glob("export/*.py"),
                  *ROOT.glob("bench/*.py")]:
         if "InferenceSession(" in path.read_text():
             builders.append(str(path.relative_to(ROOT)))
-    assert builders == ["runtime/model/session.py"]
+    assert sorted(builders) == ["bench/floor.py", "runtime/model/session.py"]
 
 
 def test_no_module_is_a_god_module():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 
 from frameqc.runtime.commands.options import positive_int, probability
@@ -24,6 +23,8 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         unknown = re.match(r"unrecognized arguments: (\S+)", message)
         if unknown and unknown.group(1).startswith("--"):
+            import difflib
+
             known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
             close = difflib.get_close_matches(unknown.group(1).split("=")[0], known, n=2,
                                                 cutoff=0.75)

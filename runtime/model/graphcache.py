@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 from frameqc.runtime.util.paths import cache_dir
@@ -81,7 +80,7 @@ def lookup(material: dict[str, object]) -> Path | None:
 
 def staging(material: dict[str, object]) -> Path | None:
     """A new folder to save an optimised graph into (None when the cache is not writable)."""
-    stage = entry_dir(material).with_name(f".stage-{uuid.uuid4().hex}")
+    stage = entry_dir(material).with_name(f".stage-{os.urandom(8).hex()}")
     try:
         stage.mkdir(parents=True)
     except OSError:

@@ -17,13 +17,12 @@ if TYPE_CHECKING:
     import numpy as np
 
 from frameqc.runtime.errors import ModelError, UsageError
-from frameqc.runtime.model import graphcache
+from frameqc.runtime.model import MODEL_ENV
 from frameqc.runtime.model.card import ModelCard
 from frameqc.runtime.model.cpu import resolve_threads
 from frameqc.runtime.model.peek import read_card
 from frameqc.runtime.util.text import first_line
 
-MODEL_ENV = "FRAMEQC_MODEL"
 PREPACK_ENV = "FRAMEQC_PREPACK"  # auto (default), on, off
 
 
@@ -103,6 +102,8 @@ def _open_cached(model: str, threads: int, prepack: bool) -> tuple[Any, str]:
     ``how`` is ``cached`` (an optimised graph loaded as it is), ``built`` (optimised now)
     or ``built+saved`` (optimised now and saved for the next process).
     """
+    from frameqc.runtime.model import graphcache
+
     if not graphcache.enabled():
         return open_session(model, threads, prepack), "built"
     material = graphcache.key(model)

@@ -10,7 +10,6 @@ import csv
 import fcntl
 import json
 import os
-import socket
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -52,6 +51,8 @@ class Writer:
 
 def log_line(rec: dict, timings: dict[str, float], **extra: object) -> bytes:
     """One ``--log`` line: when, where, the record, its timings, and what the caller adds."""
+    import socket
+
     entry = {"time": local_time(), "host": socket.gethostname(), **rec,
              "timings": {k: round(v, 4) for k, v in timings.items()}, **extra}
     return (json.dumps(entry) + "\n").encode()

@@ -12,17 +12,15 @@ A frame that could not be decided has a record of ``path``, ``error``, ``model``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from frameqc.runtime.engine.pipeline import Result
     from frameqc.runtime.model.card import ModelCard
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     """One field of the record: its name, kind, meaning, and where its value comes from.
 
     ``kind`` is ``str``, ``int``, ``float``, ``bool`` or ``probabilities`` (one

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from frameqc.runtime.errors import UsageError
-from frameqc.runtime.model.session import MODEL_ENV
+from frameqc.runtime.model import MODEL_ENV
 
 if TYPE_CHECKING:
     from frameqc.runtime.engine.pipeline import Result
