@@ -261,6 +261,9 @@ def bench(args: argparse.Namespace) -> dict:
         r[f"batch_{name}"] = {"frames": len(frames), "seconds": round(wall, 2),
                               "frames_per_s": round(len(frames) / wall, 2),
                               "peak_rss_mb": round(peak, 1)}
+    if args.docker_image:
+        print("(c') resident one-shots through docker exec, int8", file=sys.stderr)
+        r["docker_int8"] = docker_oneshots(args.docker_image, int8, frame, args.resident)
     if _has_dask():
         print(f"(e) archive int8 over {len(frames)} frames on a LocalCluster", file=sys.stderr)
         r["archive_int8"] = archive_rate(int8, work / "frames", len(frames))
@@ -337,6 +340,32 @@ def demo_runs() -> dict:
             "disk_mb": round(size / 2**20, 1)}
 
 
+def docker_oneshots(image: str, model: Path, frame: Path, n: int) -> dict:
+    """The operators' path: ``docker exec`` of a one-shot answered by the container's server.
+
+    The container runs the image's default command (``frameqc serve``) with the model and
+    the frame's folder mounted, as docs/deployment.md starts it.
+    """
+    name = f"frameqc-bench-{os.getpid()}"
+    subprocess.run(["docker", "run", "-d", "--name", name, "-v", f"{model.parent}:/models:ro",
+                    "-v", f"{frame.parent}:/data/incoming:ro", "-e",
+                    f"FRAMEQC_MODEL=/models/{model.name}", image], check=True,
+                   stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if subprocess.run(["docker", "exec", name, "frameqc", "status"],
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("the container's server did not start")
+        walls = [child_stats(["docker", "exec", name, "frameqc", "classify",
+                              f"/data/incoming/{frame.name}"])[0] for _ in range(n)]
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    return summary(walls)
+
+
 def archive_rate(model: Path, frames: Path, n: int) -> dict:
     """``frameqc archive`` on the batch's frames: whole wall time, and without start-up."""
     from frameqc.runtime.archive.cluster import archive
@@ -380,6 +409,10 @@ def report(r: dict) -> str:
             f"{c['median_s'] / floor_s:.2f}x its floor")
         row(f"  its floor (python {python_s:.3f} + server's {c['server_s']:.3f})", floor_s,
             None)
+    if "docker_int8" in r:
+        d = r["docker_int8"]
+        row("frameqc resident one-shot int8 via docker exec", d["median_s"], None,
+            f"p95 {d['p95_s']:.3f}")
     for k in ("int8", "fp32"):
         b = r[f"batch_{k}"]
         row(f"frameqc batch {k}, {b['frames']} frames", b["seconds"] / b["frames"],
@@ -452,6 +485,8 @@ def main() -> None:
                    help="where weights, models and frames are kept between runs")
     p.add_argument("--out", default=str(HERE / "results" / "latest.json"))
     p.add_argument("--no-demo", action="store_true", help="leave out the demo's runs")
+    p.add_argument("--docker-image", metavar="IMAGE",
+                   help="also time docker exec one-shots answered by IMAGE's server")
     args = p.parse_args()
     r = bench(args)
     text = report(r)
