@@ -6,14 +6,14 @@ is classified again. :func:`load` reads them, :func:`select` picks the night (or
 last hours), :func:`build` writes ``DIR/index.html`` and ``DIR/night.png`` with the
 page machinery the evaluation report uses.
 
-Thumbnails (the 224x224 images the network saw) are made once per frame version and
-kept in ``DIR/seen/``, keyed by the frame's path, size and mtime and the recipe; a frame
-that has moved or cannot be read keeps its row, without an image.
+Thumbnails (the 224x224 images the network saw, :mod:`~frameqc.runtime.lifecycle.seen`)
+are made once per frame version and kept in ``DIR/seen/``; a frame that has moved or
+cannot be read keeps its row, without an image. The picture is drawn by
+:mod:`~frameqc.runtime.lifecycle.night_plot`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -22,23 +22,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from frameqc.runtime.data.facts import header_facts
-from frameqc.runtime.errors import FrameError, UsageError
+from frameqc.runtime.errors import UsageError
 from frameqc.runtime.lifecycle.page import (
     Html,
     esc,
     facts,
     image,
+    need_matplotlib,
     page,
-    pyplot,
     table,
     write_page,
 )
+from frameqc.runtime.lifecycle.seen import Thumbnails
 from frameqc.runtime.model.card import ModelCard
 from frameqc.runtime.output.record import night_of
 
-#: Where thumbnails are kept in the output folder.
-SEEN = "seen"
 #: The alert labels assumed when no model is given: every label but this one.
 NOT_ALERT = "OK"
 
@@ -236,168 +234,10 @@ def trend(records: Iterable[dict], rule: Rule) -> list[tuple[str, int, int]]:
     return [(n, d, a) for n, (d, a) in sorted(per.items())]
 
 
-# -- thumbnails ---------------------------------------------------------------------------
-
-class Thumbnails:
-    """The images the network saw, made once per frame version and kept in ``DIR/seen``.
-
-    With a model, its card's recipe; without, the default recipe of the frame's kind
-    (asinh for FITS with its default percentiles, rgb for JPEG/PNG). A frame that cannot
-    be read is remembered as such (``.none``) until it changes; one that has moved is
-    looked for again at the next build.
-    """
-
-    def __init__(self, out: Path, card: ModelCard | None) -> None:
-        from frameqc.runtime.model.recipes import AsinhRecipe, RGBRecipe, make_recipe
-
-        self.dir = out / SEEN
-        self.recipes = ([make_recipe(card.recipe, card.input_size)] if card is not None
-                        else [AsinhRecipe(), RGBRecipe()])
-        self.made = 0
-
-    def _key(self, path: str) -> str | None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        ident = [os.path.abspath(path), st.st_size, st.st_mtime_ns,
-                 [r.params() for r in self.recipes]]
-        return hashlib.sha1(json.dumps(ident).encode()).hexdigest()[:20]
-
-    def get(self, path: str) -> tuple[str | None, dict[str, str]]:
-        """(the thumbnail's path relative to DIR, or None; the frame's header facts)."""
-        key = self._key(path)
-        if key is None:
-            return None, {}
-        png, meta = self.dir / f"{key}.png", self.dir / f"{key}.json"
-        if meta.exists():
-            try:
-                known = json.loads(meta.read_text())
-                return (f"{SEEN}/{png.name}" if known["image"] else None), known["facts"]
-            except (OSError, ValueError, KeyError):
-                pass  # a damaged cache entry is made again
-        made = self._make(path, png)
-        found = header_facts(path)
-        self.dir.mkdir(exist_ok=True)
-        meta.write_text(json.dumps({"path": path, "image": made, "facts": found}))
-        return (f"{SEEN}/{png.name}" if made else None), found
-
-    def _make(self, path: str, png: Path) -> bool:
-        from PIL import Image
-
-        from frameqc.runtime.data.reader import read_frame
-
-        try:
-            frame = read_frame(path)
-            recipe = next((r for r in self.recipes if frame.kind in r.kinds), self.recipes[0])
-            preview = recipe.prepare(frame).preview()
-        except (FrameError, UsageError, MemoryError):
-            return False
-        self.dir.mkdir(exist_ok=True)
-        tmp = png.with_name(f".{png.name}.tmp")
-        Image.fromarray(preview).save(tmp, format="PNG")
-        os.replace(tmp, png)
-        self.made += 1
-        return True
-
-
-# -- the picture --------------------------------------------------------------------------
-
-ALERT, DOUBT, OTHER, FAIL = "#d62728", "#ff9900", "#8c8c8c", "#222222"
-
-
 def headline(s: Summary) -> str:
     """The one line a person reads first."""
     return (f"{s.decided} frames, {s.alerts} alerts ({100 * s.rate:.1f} %), "
             f"{s.doubtful} doubtful, {s.failed} failed")
-
-
-def draw(s: Summary, nights: list[tuple[str, int, int]], target: Path) -> None:
-    """night.png: alert probability over the night, counts per label, and the trend."""
-    plt = pyplot("frameqc night")
-    from matplotlib import dates as mdates
-
-    rows = 3 if len(nights) > 1 else 2
-    fig = plt.figure(figsize=(11, 3.2 * rows + 0.6), dpi=100)
-    grid = fig.add_gridspec(rows, 4, height_ratios=[3, *([2] * (rows - 1))])
-    fig.suptitle(f"frameqc — {s.name}: {headline(s)}", fontsize=14, fontweight="bold",
-                 color=ALERT if s.alerts or s.failed else "black")
-    ax = fig.add_subplot(grid[0, :])
-    decided = [r for r in s.records if r.get("error") is None and when(r) is not None]
-    groups = (("other frames", OTHER, 18, lambda r: not r.get("doubtful") and
-               r.get("label") not in s.rule.alerts),
-              ("doubtful", DOUBT, 60, lambda r: bool(r.get("doubtful"))),
-              ("alert", ALERT, 60, lambda r: r.get("label") in s.rule.alerts))
-    for name, colour, size, keep in groups:
-        pts = [r for r in decided if keep(r)]
-        if pts:
-            ax.scatter([when(r) for r in pts], [s.rule.p_alert(r) for r in pts], s=size,
-                       color=colour, label=f"{name} ({len(pts)})", zorder=3,
-                       edgecolors="black" if name != "other frames" else "none",
-                       linewidths=0.5)
-    failed = [when(r) for r in s.records if r.get("error") is not None and when(r)]
-    if failed:
-        ax.scatter(failed, [-0.06] * len(failed), marker="x", s=40, color=FAIL,
-                   label=f"failed ({len(failed)})", zorder=3)
-    if s.rule.threshold is not None:
-        ax.axhline(s.rule.threshold, color=ALERT, linestyle="--", linewidth=1.2)
-        ax.annotate(f"threshold {s.rule.threshold:g}", (0.005, s.rule.threshold),
-                    xycoords=("axes fraction", "data"), textcoords="offset points",
-                    xytext=(0, 4), color=ALERT, fontsize=10)
-    ax.set_ylim(-0.12, 1.04)
-    ax.set_ylabel(f"p({', '.join(s.rule.alerts) or 'alert'})", fontsize=11)
-    ax.set_xlabel("DATE-OBS (UTC)", fontsize=11)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
-    ax.grid(alpha=0.3)
-    if decided or failed:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=10, frameon=False)
-    else:
-        ax.text(0.5, 0.5, "no frames yet", transform=ax.transAxes, ha="center", fontsize=16)
-    bars = fig.add_subplot(grid[1, :2])
-    labels = [*sorted(s.counts, key=str), *(["failed"] if s.failed else [])]
-    values = [s.counts[lab] for lab in labels[:len(s.counts)]] + ([s.failed] if s.failed
-                                                                   else [])
-    colours = [ALERT if lab in s.rule.alerts else FAIL if lab == "failed" and s.failed
-               else "#4a78c2" for lab in labels]
-    bars.barh([str(lab) for lab in labels], values, color=colours)
-    for y, v in enumerate(values):
-        bars.annotate(str(v), (v, y), xytext=(4, 0), textcoords="offset points",
-                      va="center", fontsize=11, fontweight="bold")
-    bars.set_title("frames per label", fontsize=11)
-    bars.set_xlim(0, max(values, default=1) * 1.18 + 1)
-    bars.tick_params(labelsize=11)
-    info = fig.add_subplot(grid[1, 2:])
-    info.axis("off")
-    lines = [(f"alert rate {100 * s.rate:.1f} %", ALERT if s.alerts else "black"),
-             (f"doubtful {s.doubtful}", DOUBT if s.doubtful else "black"),
-             (f"failed {s.failed}", ALERT if s.failed else "black")]
-    for y, (text, colour) in enumerate(lines):
-        info.text(0.02, 0.92 - 0.2 * y, text, va="top", fontsize=17, fontweight="bold",
-                  color=colour, transform=info.transAxes)
-    models = ", ".join(f"{m} {p} ({n})" for (m, p), n in s.models.most_common(3))
-    info.text(0.02, 0.2, f"model{'s' if len(s.models) > 1 else ''}: {models or '-'}",
-              va="top", fontsize=11, transform=info.transAxes, wrap=True)
-    if rows == 3:
-        tr = fig.add_subplot(grid[2, :])
-        xs = [datetime.fromisoformat(n) for n, _, _ in nights]
-        rates = [100 * a / d if d else 0 for _, d, a in nights]
-        tr.plot(xs, rates, "-o", color="#4a78c2", markersize=4)
-        mine = [(x, r) for x, r, (n, _, _) in zip(xs, rates, nights, strict=True)
-                if f"night of {n}" == s.name]
-        if mine:
-            tr.plot(*zip(*mine, strict=True), "o", color=ALERT, markersize=9)
-        locator = mdates.AutoDateLocator(maxticks=10)
-        tr.xaxis.set_major_locator(locator)
-        tr.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-        tr.set_ylabel("alert rate (%)", fontsize=11)
-        tr.set_title("alert rate per night", fontsize=11)
-        tr.set_ylim(bottom=0)
-        tr.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = target.with_name(f".{target.name}.tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, target)
 
 
 # -- the page -----------------------------------------------------------------------------
@@ -432,7 +272,7 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
     UsageError
         A source cannot be read, matplotlib is missing, or ``out`` cannot be written.
     """
-    pyplot("frameqc night")  # before any work: say what is missing
+    need_matplotlib("frameqc night")  # before any work: say what is missing
     loaded = load(sources)
     labels = {k for r in loaded.records for k in (r.get("probabilities") or {})}
     rule = Rule.of(card, labels)
@@ -442,6 +282,8 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
     target = Path(out)
     try:
         target.mkdir(parents=True, exist_ok=True)
+        from frameqc.runtime.lifecycle.night_plot import draw  # it imports this module
+
         draw(s, nights, target / "night.png")
         thumbs = Thumbnails(target, card)
         body = [f"<h1>frameqc: {esc(name)}</h1>",

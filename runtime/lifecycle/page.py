@@ -87,6 +87,22 @@ def write_page(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def need_matplotlib(what: str) -> None:
+    """Fail before any work when matplotlib is missing, without paying for its import."""
+    from importlib.util import find_spec
+
+    if find_spec("matplotlib") is None:
+        raise UsageError(f"{what} needs matplotlib: pip install 'frameqc[report]'")
+
+
+def new_figure(what: str, **kwargs):
+    """A matplotlib Figure drawn by Agg, without pyplot (no global state, a lighter import)."""
+    need_matplotlib(what)
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def pyplot(what: str = "the report"):
     """matplotlib's pyplot on the file-only Agg backend, or a UsageError saying how to get it."""
     try:

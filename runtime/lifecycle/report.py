@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from frameqc.runtime.data.facts import header_facts
-from frameqc.runtime.errors import FrameError, UsageError
+from frameqc.runtime.errors import UsageError
 from frameqc.runtime.lifecycle.evaluation import Evaluation
 from frameqc.runtime.lifecycle.page import (
     Html,
@@ -93,14 +93,13 @@ def _seen(ev: Evaluation, path: str, out: Path, name: str) -> str | None:
     """The image the network saw of ``path``, made again with the model's recipe."""
     from PIL import Image
 
-    from frameqc.runtime.engine.pipeline import prepare
+    from frameqc.runtime.lifecycle.seen import preview
     from frameqc.runtime.model.recipes import make_recipe
 
-    try:
-        preview = prepare(path, make_recipe(ev.recipe, ev.input_size)).preview()
-    except (FrameError, UsageError):
+    seen = preview(path, [make_recipe(ev.recipe, ev.input_size)])
+    if seen is None:
         return None
-    Image.fromarray(preview).save(out / name)
+    Image.fromarray(seen).save(out / name)
     return name
 
 
