@@ -133,7 +133,7 @@ def test_alerts_and_doubtful_frames_are_listed_with_what_the_network_saw(built, 
     assert [re.search(r"(\d\d:\d\d):00</b>", r).group(1) for r in shutter] == [
         "02:00", "02:20", "02:40"]
     for row in rows:
-        src = re.search(r'<img class="seen[^"]*" src="([^"]+)"', row).group(1)
+        src = re.search(r'<img src="([^"]+)" class="seen', row).group(1)
         with Image.open(built["out"] / src) as img:
             assert img.size == (224, 224)
         assert "filter: SDSS-R" in row and "exposure: 30 s" in row

@@ -33,8 +33,8 @@ def add_parser(sub) -> None:
         epilog="examples:\n"
                "  frameqc night /var/log/frameqc/watch.log -o /var/www/ops/frameqc\n"
                "  frameqc night watch.log archive-out/ -o night/ --night 2025-07-08\n"
-               "  */5 18-23,0-8 * * *  frameqc night -m /models/touse2.onnx watch.log "
-               "-o /var/www/ops/frameqc --last 14h --refresh 300\n\n"
+               "  frameqc night -m /models/touse2.onnx watch.log -o /var/www/ops/frameqc "
+               "--last 14h --refresh 300\n\n"
                "a night is the UTC date of DATE-OBS - 12 h (the night of 8 July holds its "
                "frames up to the next noon)")
     p.add_argument("sources", nargs="+", metavar="SOURCE",

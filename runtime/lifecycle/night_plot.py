@@ -14,6 +14,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from frameqc.runtime import __version__
 from frameqc.runtime.lifecycle.night import Summary, headline, when
 from frameqc.runtime.lifecycle.page import new_figure
 
@@ -24,8 +25,8 @@ def picture_digest(s: Summary, nights: list[tuple[str, int, int]]) -> str:
     """What night.png shows, as a digest: an unchanged night is not drawn again."""
     points = [(str(when(r)), r.get("label"), r.get("doubtful"), s.rule.p_alert(r),
                r.get("error") is not None) for r in s.records]
-    shown = [s.name, headline(s), s.rule.alerts, s.rule.threshold, sorted(s.models.items()),
-             points, nights]
+    shown = [__version__, s.name, headline(s), s.rule.alerts, s.rule.threshold,
+             sorted(s.models.items()), points, nights]
     return hashlib.sha1(json.dumps(shown, default=str).encode()).hexdigest()
 
 
@@ -96,7 +97,7 @@ def draw(s: Summary, nights: list[tuple[str, int, int]], target: Path) -> bool:
     bars.barh([str(lab) for lab in labels], values, color=colours)
     for y, v in enumerate(values):
         bars.annotate(str(v), (v, y), xytext=(4, 0), textcoords="offset points",
-                      va="center", fontsize=11, fontweight="bold")
+                      va="center", fontsize=12)
     bars.set_title("frames per label", fontsize=11)
     bars.set_xlim(0, max(values, default=1) * 1.18 + 1)
     bars.tick_params(labelsize=11)
@@ -115,17 +116,26 @@ def draw(s: Summary, nights: list[tuple[str, int, int]], target: Path) -> bool:
         tr = fig.add_subplot(grid[2, :])
         xs = [datetime.fromisoformat(n) for n, _, _ in nights]
         rates = [100 * a / d if d else 0 for _, d, a in nights]
-        tr.plot(xs, rates, "-o", color="#4a78c2", markersize=4)
+        few = len(nights) <= 16
+        tr.plot(xs, rates, "-o" if few else "-", color="#4a78c2", markersize=4,
+                linewidth=1.5 if few else 0.8)
         mine = [(x, r) for x, r, (n, _, _) in zip(xs, rates, nights, strict=True)
                 if f"night of {n}" == s.name]
         if mine:
             tr.plot(*zip(*mine, strict=True), "o", color=ALERT, markersize=9)
-        locator = mdates.AutoDateLocator(maxticks=10)
-        tr.xaxis.set_major_locator(locator)
-        tr.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        if few:  # a few nights: each one named, with its rate
+            tr.set_xticks(xs, [x.strftime("%d %b") for x in xs])
+            for x, r in zip(xs, rates, strict=True):
+                tr.annotate(f"{r:.1f} %", (x, r), xytext=(0, 7), textcoords="offset points",
+                            ha="center", fontsize=9)
+            tr.set_ylim(0, max(rates) * 1.25 + 1)
+        else:  # years from the archive: dates as the span needs them
+            locator = mdates.AutoDateLocator(maxticks=10)
+            tr.xaxis.set_major_locator(locator)
+            tr.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+            tr.set_ylim(bottom=0)
         tr.set_ylabel("alert rate (%)", fontsize=11)
         tr.set_title("alert rate per night", fontsize=11)
-        tr.set_ylim(bottom=0)
         tr.grid(alpha=0.3)
     tmp = target.with_name(f".{target.name}.tmp")
     fig.savefig(tmp, format="png")

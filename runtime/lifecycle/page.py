@@ -55,7 +55,7 @@ def image(src: str | None, alt: str, doubtful: bool = False) -> Html:
     """The 224x224 image the network saw, or a grey square saying it cannot be shown."""
     if src is None:
         return Html('<div class=noimg>no image</div>')
-    return Html(f'<img class="seen{" doubt" if doubtful else ""}" src="{esc(src)}" '
+    return Html(f'<img src="{esc(src)}" class="seen{" doubt" if doubtful else ""}" '
                 f'alt="{esc(alt)}" width=224 height=224>')
 
 
