@@ -88,6 +88,7 @@ def draw(s: Summary, nights: list[tuple[str, int, int]], target: Path) -> bool:
         ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=10, frameon=False)
     else:
         ax.text(0.5, 0.5, "no frames yet", transform=ax.transAxes, ha="center", fontsize=16)
+        ax.set_xticks([])
     bars = fig.add_subplot(grid[1, :2])
     labels = [*sorted(s.counts, key=str), *(["failed"] if s.failed else [])]
     values = [s.counts[lab] for lab in labels[:len(s.counts)]] + ([s.failed] if s.failed
@@ -100,6 +101,8 @@ def draw(s: Summary, nights: list[tuple[str, int, int]], target: Path) -> bool:
                       va="center", fontsize=12)
     bars.set_title("frames per label", fontsize=11)
     bars.set_xlim(0, max(values, default=1) * 1.18 + 1)
+    if not values:
+        bars.axis("off")
     bars.tick_params(labelsize=11)
     info = fig.add_subplot(grid[1, 2:])
     info.axis("off")
