@@ -9,7 +9,7 @@ import pytest
 from conftest import run_cli
 
 COMMANDS = ["classify", "evaluate", "info", "bin", "serve", "status", "demo", "export", "train",
-            "watch", "archive"]
+            "watch", "archive", "night"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -10,10 +10,10 @@ from frameqc.runtime.model.decision import doubtful
 CARD = ModelCard(labels=("Shutter", "OK"), alerts=("Shutter",), threshold=0.5)
 
 
-
 def near_decision(p, card, margin):
     """The int8 gate's near-threshold rule is the record's ``doubtful``."""
     return doubtful(p, card.labels, card.alerts, card.threshold, margin)
+
 
 def probs(shutter: list[float]) -> np.ndarray:
     p = np.array(shutter, np.float32)
@@ -45,6 +45,43 @@ def test_near_means_the_decision_would_move():
     assert near_decision(np.array([0.52, 0.48]), wobble, 0.05)  # nearly tied
     assert not near_decision(np.array([0.75, 0.25]), wobble, 0.05)
     assert not near_decision(np.array([0.30, 0.70]), wobble, 0.05)
+
+
+@pytest.mark.parametrize("card", [
+    CARD,
+    ModelCard(labels=("Wobble", "OK"), alerts=("Wobble",), threshold=0.6, margin=0.08),
+    ModelCard(labels=("OK", "Shutter", "Wobble"), alerts=("Shutter", "Wobble"), threshold=0.7,
+              margin=0.03),
+], ids=["shutter", "wobble-0.6", "three-labels"])
+def test_the_record_flags_doubtful_what_the_gate_sets_apart(card):
+    """The record's ``doubtful`` is the gate's near-threshold verdict, frame by frame."""
+    from frameqc.runtime.engine.pipeline import Result
+    from frameqc.runtime.model.decision import decide
+    from frameqc.runtime.output.record import record
+
+    rng = np.random.default_rng(7)
+    p = rng.dirichlet(np.full(len(card.labels), 0.6), 500)
+    flags = [record(Result("f.fits", decide(x, card.labels, card.alerts, card.threshold,
+                                            card.margin)), card)["doubtful"] for x in p]
+    assert flags == [near_decision(x, card, card.margin) for x in p]
+    flipped = p[:, ::-1].copy()  # int8 that says the opposite of every frame
+    v = judge_int8(p, flipped, card, card.margin)
+    assert 0 < v.near == sum(flags) < len(p)
+
+
+def test_classify_flags_doubtful_what_the_gate_sets_apart(runtime_model, fits_dir):
+    """End to end: the records of a real run, judged by the gate on their own probabilities."""
+    from frameqc.runtime.engine.pipeline import Classifier
+    from frameqc.runtime.output.record import record
+
+    clf = Classifier.load(runtime_model["fp32"], threads=1)
+    card = clf.model.card
+    recs = [record(r, card) for r in clf.run(sorted(map(str, fits_dir.iterdir())))]
+    recs = [r for r in recs if "error" not in r]
+    probs = np.array([[r["probabilities"][k] for k in card.labels] for r in recs])
+    assert len(recs) >= 8
+    assert [r["doubtful"] for r in recs] == [near_decision(x, card, card.margin) for x in probs]
+    assert judge_int8(probs, probs, card, card.margin).near == sum(r["doubtful"] for r in recs)
 
 
 def test_record_goes_into_the_card():

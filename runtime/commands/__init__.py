@@ -13,7 +13,7 @@ from importlib import import_module
 from types import ModuleType
 
 COMMANDS = ("classify", "watch", "serve", "status", "evaluate", "archive", "info", "bin",
-            "demo")
+            "night", "demo")
 PLUGIN_GROUP = "frameqc.commands"
 
 

@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
                    help="also write DIR/index.html: plots and the mistakes as the network "
                         "saw them (needs frameqc[report])")
     p.add_argument("--mistakes", type=positive_int, default=60, metavar="N",
-                   help="mistakes shown per model in the report (default 60)")
+                   help="mistakes shown per model, and disagreements per pair of models, "
+                        "in the report (default 60)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         from frameqc.runtime.lifecycle.report import write_report
 
-        index = write_report(evaluations, args.report, str(args.data))
+        index = write_report(evaluations, args.report, str(args.data), args.mistakes)
         print(f"report: {index}", file=sys.stderr)
     return EXIT_FRAME_FAILED if any(ev.failed for ev in evaluations) else EXIT_OK

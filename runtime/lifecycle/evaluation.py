@@ -31,6 +31,7 @@ class Mistake:
     said: str
     probabilities: dict[str, float]
     preview: np.ndarray
+    doubtful: bool = False
 
 
 @dataclass
@@ -47,9 +48,13 @@ class Evaluation:
     labels: tuple[str, ...]
     alerts: tuple[str, ...]
     threshold: float
+    recipe: dict = field(default_factory=dict)  # the card's, to show frames as it saw them
+    input_size: int = 224
+    paths: list[str] = field(default_factory=list)
     truths: list[str] = field(default_factory=list)
     said: list[str] = field(default_factory=list)
     probabilities: list[list[float]] = field(default_factory=list)
+    doubtful: list[bool] = field(default_factory=list)  # the record's flag, frame by frame
     failed: list[tuple[str, str]] = field(default_factory=list)
     mistakes: list[Mistake] = field(default_factory=list)
 
@@ -107,6 +112,7 @@ class Evaluation:
                 "confusion": self.confusion(), "per_label": self.per_label(),
                 "alerts": list(self.alerts), "threshold": self.threshold,
                 "sweep": rows, "best_threshold": self.best_threshold(rows) if rows else None,
+                "doubtful": sum(self.doubtful),
                 "failed": [{"path": p, "error": e} for p, e in self.failed]}
 
 
@@ -131,19 +137,22 @@ def evaluate(classifier: Classifier, data: LabelledSet, keep_mistakes: int = 0,
     card = classifier.model.card
     data.check_labels(card.labels)
     ev = Evaluation(name or str(classifier.model.path), card.model_id, card.precision,
-                    card.labels, card.alerts, classifier.threshold)
+                    card.labels, card.alerts, classifier.threshold, card.recipe,
+                    card.input_size)
     results = classifier.run(data.paths)
     for done, (result, truth) in enumerate(zip(results, data.truths, strict=True), 1):
         if result.decision is None:
             ev.failed.append((result.path, result.error or "failed"))
         else:
             d = result.decision
+            ev.paths.append(result.path)
             ev.truths.append(truth)
             ev.said.append(d.label)
             ev.probabilities.append([d.probabilities[k] for k in card.labels])
+            ev.doubtful.append(d.doubtful)
             if d.label != truth and len(ev.mistakes) < keep_mistakes:
-                ev.mistakes.append(Mistake(result.path, truth, d.label,
-                                           dict(d.probabilities), result.prepared.preview()))
+                ev.mistakes.append(Mistake(result.path, truth, d.label, dict(d.probabilities),
+                                           result.prepared.preview(), d.doubtful))
         result.prepared = None  # the tensors are not kept: memory stays flat
         if progress:
             progress(done, len(data))
@@ -169,7 +178,7 @@ def format_text(evaluations: Sequence[Evaluation]) -> str:
     data = evaluations[0]
     counts = ", ".join(f"{t} {sum(1 for x in data.truths if x == t)}" for t in data.labels)
     lines = [f"{data.n} labelled frames ({counts})", ""]
-    head = ["model", "weights", "frames", "failed", "accuracy"]
+    head = ["model", "weights", "frames", "failed", "accuracy", "doubtful"]
     alerts = sorted({a for e in evaluations for a in e.alerts})
     for a in alerts:
         head += [f"{a} precision", f"{a} recall"]
@@ -177,7 +186,8 @@ def format_text(evaluations: Sequence[Evaluation]) -> str:
     rows = []
     for e in evaluations:
         per = e.per_label()
-        row = [e.model, e.precision, str(e.n), str(len(e.failed)), f"{e.accuracy:.3f}"]
+        row = [e.model, e.precision, str(e.n), str(len(e.failed)), f"{e.accuracy:.3f}",
+               str(sum(e.doubtful))]
         for a in alerts:
             row += ([f"{per[a]['precision']:.3f}", f"{per[a]['recall']:.3f}"] if a in per
                     else ["-", "-"])
