@@ -21,6 +21,7 @@ from frameqc.runtime.model.card import Binning, parse_binning
 from frameqc.runtime.model.decision import Decision, check_threshold, decide
 from frameqc.runtime.model.recipes import Prepared, Recipe, make_recipe
 from frameqc.runtime.model.session import Model
+from frameqc.runtime.util.text import first_line
 
 
 @dataclass
@@ -117,6 +118,9 @@ class Classifier:
                 out.append(Result(name, error=str(exc)))
             except MemoryError:
                 out.append(Result(name, error="frame too large for memory"))
+            except Exception as exc:  # a bug met by one frame must not lose the batch
+                out.append(Result(name, error=f"internal error reading this frame "
+                                              f"({type(exc).__name__}: {first_line(exc)})"))
         return out
 
     def _infer(self, results: list[Result]) -> list[Result]:
