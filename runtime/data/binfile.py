@@ -7,6 +7,7 @@ WCS scaled, and an existing file is never replaced unless asked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import warnings
@@ -100,5 +101,6 @@ def _write(binned: np.ndarray, header, factor: int, target: Path) -> None:
         out.writeto(tmp, overwrite=True)
         os.replace(tmp, target)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # its folder may be what failed
+            tmp.unlink(missing_ok=True)
         raise FrameError(f"cannot write {target} ({exc.strerror or exc})") from None

@@ -19,7 +19,8 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
 _ADVICE = re.compile(
     r"(?:[.;,:!?]\s+|\s+[(\[-]\s*|\s+(?=if this\b))(?:if this is really\b|if you\b|try\b|"
     r"please\b|consider\b|you (?:may|might|can|could|should|must)\b|use\b|set\b|pass\b|"
-    r"see\b|to fix\b|to (?:allow|disable|ignore)\b|perhaps\b|maybe\b)", re.IGNORECASE)
+    r"see\b|fix it\b|to fix\b|to (?:allow|disable|ignore)\b|perhaps\b|maybe\b)",
+    re.IGNORECASE)
 #: A Python object's repr in a message (``<_io.BytesIO object at 0x...>``): no fact for us.
 _REPR = re.compile(r"\s*<[\w.]+(?: object at 0x[0-9a-f]+| name=[^>]*)>")
 
@@ -31,6 +32,8 @@ def library_message(exc: BaseException, limit: int = 200) -> str:
     cut, and so are object reprs: an operator of frameqc can act on neither.
     """
     text = _REPR.sub("", first_line(exc, limit=1000))
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":  # a KeyError's repr
+        text = text[1:-1]
     cut = _ADVICE.search(text)
     if cut is not None:
         text = text[: cut.start()]
