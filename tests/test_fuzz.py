@@ -291,8 +291,11 @@ def test_local_protocol_survives_anything(fuzz_server, payload):
 
 
 def _json_or_none(payload: bytes):
+    """The request when the payload is one whole JSON line, as the server reads it."""
+    if payload.count(b"\n") != 1 or not payload.endswith(b"\n"):
+        return None
     try:
-        return json.loads(payload) if payload.count(b"\n") == 1 else None
+        return json.loads(payload)
     except ValueError:
         return None
 
