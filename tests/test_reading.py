@@ -349,8 +349,7 @@ def test_damaged_compressed_frames_say_no_library_advice():
     fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(img)]).writeto(buf)
     packed = bytearray(buf.getvalue())
     at = packed.find(b"TFORM1  =")
-    packed[at + 10: at + 30] = b"'!1D'               "
-    with pytest.raises(FrameError) as info:
+    packed[at + 10: at + 30] = b"'abc                "  # astropy: "..., fix it first with
+    with pytest.raises(FrameError) as info:                # .verify('fix')."
         read_frame(bytes(packed))
-    assert str(info.value).startswith("damaged FITS file (")
-    assert "verify" not in str(info.value) and "fix it" not in str(info.value)
+    assert str(info.value) == "damaged FITS file (Unparsable card (TFORM1))"
