@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from frameqc.runtime.data.reader import FITS, MAX_HDUS, read_frame, sniff
+from frameqc.runtime.data.fitswalk import MAX_HDUS
+from frameqc.runtime.data.reader import FITS, read_frame, sniff
 from frameqc.runtime.data.synthetic import make_frame, write_fits
 from frameqc.runtime.errors import FrameError
 from frameqc.runtime.util.text import library_message
