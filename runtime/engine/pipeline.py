@@ -16,7 +16,7 @@ from itertools import islice
 import numpy as np
 
 from frameqc.runtime.data.reader import Frame, Source, read_frame
-from frameqc.runtime.errors import FrameError
+from frameqc.runtime.errors import FrameError, FrameQCError
 from frameqc.runtime.model.card import Binning, parse_binning
 from frameqc.runtime.model.decision import Decision, check_threshold, decide
 from frameqc.runtime.model.recipes import Prepared, Recipe, make_recipe
@@ -118,6 +118,8 @@ class Classifier:
                 out.append(Result(name, error=str(exc)))
             except MemoryError:
                 out.append(Result(name, error="frame too large for memory"))
+            except FrameQCError:  # a bad setting ($FRAMEQC_MAX_PIXELS) is the run's, not a frame's
+                raise
             except Exception as exc:  # a bug met by one frame must not lose the batch
                 out.append(Result(name, error=f"internal error reading this frame "
                                               f"({type(exc).__name__}: {first_line(exc)})"))
