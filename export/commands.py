@@ -244,10 +244,23 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = Config(args.epochs, args.lr, args.batch_size, args.seed, args.tune)
     record, frames = train_model(data, val, args.val_fraction, args.init, card, out, cfg)
     if onnx_out:
-        export_weights(load_weights(out), card.with_(training=record), onnx_out, frames,
+        export_weights(load_weights(out), trained_card(card, record), onnx_out, frames,
                        int8=args.int8, atol=args.atol, min_agreement=args.min_agreement,
                        margin=args.margin)
     return 0
+
+
+def trained_card(card: ModelCard, record: dict) -> ModelCard:
+    """The card of a model ``train`` made: the meaning (labels, alerts, recipe) is the
+    given card's, the prose is not: a parent's ``notes`` ("2022 retrain (production)")
+    would describe another model, so they say what this one is, from its training record.
+    """
+    frames = sum(record["data_counts"].values())
+    notes = (f"trained by frameqc train {record['trained_at']}: {record['tune']} tuned from "
+             f"{record['parent'] or 'its init weights'} on {frames} frames, validation "
+             f"accuracy {record['validation']['accuracy']:.3f} (epoch {record['best_epoch']} "
+             f"of {record['epochs']})")
+    return card.with_(training=record, notes=notes)
 
 
 def _mib(model: Path) -> float:

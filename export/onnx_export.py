@@ -143,15 +143,21 @@ class Int8Verdict:
         return self.max_dp <= self.margin
 
     def line(self) -> str:
-        return (f"int8 vs fp32, held-out: n={self.n}, decisions agree on {self.agreement:.1%}"
-                f" of {self.judged} away from the threshold; {self.near} within "
-                f"+-{self.margin:g} of it ({self.near_flips} flipped); |dp| mean "
+        if self.judged:
+            judged = (f"decisions agree on {self.agreement:.1%} of {self.judged} away from "
+                      "the threshold")
+        else:  # no decision to judge: say what was judged instead
+            judged = (f"no frame is away from the threshold, so int8 was judged by its "
+                      f"probabilities alone (max |dp| {self.max_dp:.4f} "
+                      f"{'<=' if self.max_dp <= self.margin else '>'} {self.margin:g})")
+        return (f"int8 vs fp32, held-out: n={self.n}, {judged}; {self.near} within "
+                f"+-{self.margin:g} of the threshold ({self.near_flips} flipped); |dp| mean "
                 f"{self.mean_dp:.4f}, max {self.max_dp:.4f} (frame {self.worst}: fp32 "
                 f"{_fmt(self.worst_fp32)} -> int8 {_fmt(self.worst_int8)})")
 
     def record(self) -> dict:
         """What the int8 model's card keeps, for ``frameqc info``."""
-        return {"held_out": self.n, "agreement": round(self.agreement, 4),
+        return {"held_out": self.n, "judged": self.judged, "agreement": round(self.agreement, 4),
                 "near_threshold": self.near, "margin": self.margin,
                 "mean_abs_dp": round(self.mean_dp, 5), "max_abs_dp": round(self.max_dp, 5)}
 

@@ -43,9 +43,12 @@ def labelled(tmp_path_factory) -> dict:
 def trained(weights, labelled, tmp_path_factory) -> dict:
     """``frameqc train`` from the random-head weights, with --export."""
     out = tmp_path_factory.mktemp("trained")
+    (out / "parent.toml").write_text(  # a production card, its notes about another model
+        'labels = ["Shutter", "OK"]\nalerts = ["Shutter"]\n'
+        'notes = "IO:O shutter classifier, 2022 retrain (production)"\n')
     code, stdout, stderr = run_cli(
-        "train", str(labelled["train"]), "--init", str(weights), "--labels", ",".join(LABELS),
-        "--alert", "Shutter", "--epochs", "20", "--seed", "0", "-o", str(out / "new.pt"),
+        "train", str(labelled["train"]), "--init", str(weights), "--card",
+        str(out / "parent.toml"), "--epochs", "20", "--seed", "0", "-o", str(out / "new.pt"),
         "--export", str(out / "new.onnx"))
     assert code == 0, stderr
     return {"pt": out / "new.pt", "onnx": out / "new.onnx", "stdout": stdout,
@@ -99,6 +102,9 @@ def test_training_is_recorded_in_the_card(weights, trained, labelled):
     assert 0.0 <= t["validation"]["accuracy"] <= 1.0
     assert card["weights_sha256"] == hashlib.sha256(trained["pt"].read_bytes()).hexdigest()
     assert card["labels"] == list(LABELS) and card["alerts"] == ["Shutter"]
+    assert "2022" not in card["notes"] and card["notes"].startswith(
+        f"trained by frameqc train {t['trained_at']}: head tuned from {weights.name} on 64 "
+        "frames")
     assert "best epoch" in trained["stderr"] and "epoch   1" in trained["stderr"]
 
 

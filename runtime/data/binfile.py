@@ -7,6 +7,7 @@ WCS scaled, and an existing file is never replaced unless asked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import warnings
@@ -15,17 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from frameqc.runtime.data.binning import median_bin
-from frameqc.runtime.data.reader import FITS, read_frame
+from frameqc.runtime.data.reader import FITS, Frame, read_frame
 from frameqc.runtime.errors import FrameError
-from frameqc.runtime.util.text import first_line
+from frameqc.runtime.util.text import library_message
 
-_STEM = re.compile(r"(\.(fits|fit|fts))?(\.(gz|fz))?$", re.IGNORECASE)
+_STEM = re.compile(r"(\.(fits|fit|fts))?(\.(gz|fz|bz2))?$", re.IGNORECASE)
 _STRUCTURAL = ("SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "BZERO",
                "BSCALE", "CHECKSUM", "DATASUM", "EXTNAME")
 
 
 def binned_name(path: Path, factor: int) -> str:
-    """``x.fits``, ``x.fits.gz`` or ``x.fits.fz`` -> ``x_binN.fits``."""
+    """``x.fits``, ``x.fits.gz``, ``x.fits.bz2`` or ``x.fits.fz`` -> ``x_binN.fits``."""
     return _STEM.sub("", path.name, count=1) + f"_bin{factor}.fits"
 
 
@@ -73,24 +74,20 @@ def bin_file(path: str | os.PathLike, factor: int, outdir: str | os.PathLike | N
         binned = np.floor(binned).astype(data.dtype)
     else:
         binned = binned.astype(np.float32 if data.dtype.itemsize <= 4 else np.float64)
-    _write(binned, _image_header(src), factor, target)
+    _write(binned, _image_header(frame), factor, target)
     return target
 
 
-def _image_header(src: Path):
-    """The header of the image :func:`read_frame` read (headers only; no data is loaded)."""
+def _image_header(frame: Frame):
+    """The header of the image :func:`read_frame` read and checked, as astropy's Header."""
     from astropy.io import fits
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with fits.open(src, memmap=False, lazy_load_hdus=True) as hdul:
-                for hdu in hdul:
-                    if hdu.is_image and hdu.header.get("NAXIS") == 2:
-                        return hdu.header.copy()
-    except Exception as exc:  # astropy raises many types for damaged files
-        raise FrameError(f"damaged FITS file ({first_line(exc)})") from None
-    raise FrameError("FITS file holds no 2-D image")
+            return fits.Header.fromstring(frame.header)
+    except Exception as exc:  # astropy raises many types for damaged headers
+        raise FrameError(f"damaged FITS header ({library_message(exc)})") from None
 
 
 def _write(binned: np.ndarray, header, factor: int, target: Path) -> None:
@@ -104,5 +101,6 @@ def _write(binned: np.ndarray, header, factor: int, target: Path) -> None:
         out.writeto(tmp, overwrite=True)
         os.replace(tmp, target)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # its folder may be what failed
+            tmp.unlink(missing_ok=True)
         raise FrameError(f"cannot write {target} ({exc.strerror or exc})") from None

@@ -1,24 +1,29 @@
-"""Reading frames: FITS (plain, gzip, fpack) and JPEG/PNG, identified by their bytes.
+"""Reading frames: FITS (plain, gzip, bzip2, fpack) and JPEG/PNG, identified by their bytes.
 
 A file's kind comes from its first bytes, not its name, so a mis-named file is read
 as what it is and a file of the wrong kind is refused with a message naming both.
+
+A FITS file is walked header by header before any pixel is read (:mod:`.fitswalk`): the
+walk alone decides which image is read and whether it is small enough, with bounded work
+whatever the file's layout.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
-import math
 import os
 import stat
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from frameqc.runtime.data.fitswalk import MAX_PIXELS_ENV, read_checked_fits
 from frameqc.runtime.errors import FrameError, UsageError
-from frameqc.runtime.util.text import first_line
+from frameqc.runtime.util.text import library_message
 
 if TYPE_CHECKING:  # numpy is imported where frames are read, not to list them
     import numpy as np
@@ -29,12 +34,8 @@ PNG = "png"
 
 #: The largest image read, in pixels: refused from its header, before its data are read or
 #: inflated. IO:O's full unbinned frame is 4096x4112 (17 Mpx); this is twice that.
-MAX_PIXELS_ENV = "FRAMEQC_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 1 << 25  # 33.5 Mpx
 
-FITS_BLOCK = 2880
-MAX_HEADER_BLOCKS = 1000  # a header of over 36,000 cards is not a frame's
-MAX_HDUS = 64
 
 @dataclass(frozen=True)
 class Frame:
@@ -43,11 +44,13 @@ class Frame:
     ``data`` is the 2-D image (any numeric dtype, BZERO/BSCALE applied) for FITS,
     and an ``(H, W, 3)`` uint8 RGB array for JPEG and PNG. ``date_obs`` is the FITS
     header's DATE-OBS (the image HDU's, else the primary's), when there is one.
+    ``header`` is the FITS image's header as card text (``frameqc bin`` copies it).
     """
 
     kind: str
     data: np.ndarray
     date_obs: str | None = None
+    header: str = field(default="", repr=False, compare=False)
 
     @classmethod
     def from_array(cls, data: np.ndarray) -> Frame:
@@ -66,21 +69,42 @@ class Frame:
 #: What :func:`read_frame` takes: a path, a file's bytes, or a frame already in memory.
 Source = str | Path | bytes | Frame
 
+GZIP, BZIP2 = "gzip", "bzip2"
+
 
 def sniff(head: bytes) -> str | None:
-    """Tell a frame's kind from its first bytes; None when it is none of ours."""
+    """Tell a frame's kind from its first bytes; None when it is none of ours.
+
+    A gzip or bzip2 stream is FITS when what it inflates to starts as FITS. bzip2
+    yields nothing until a whole block (up to 900 kB) is in, so a bzip2 head too short
+    to tell is taken as FITS here, and refused when it is read if it is not.
+    """
     if head.startswith(b"SIMPLE  ="):
         return FITS
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return PNG
     if head.startswith(b"\xff\xd8\xff"):
         return JPEG
-    if head.startswith(b"\x1f\x8b"):
-        try:
+    packing = _packing(head)
+    if packing is None:
+        return None
+    try:
+        if packing == GZIP:
             inner = gzip.GzipFile(fileobj=io.BytesIO(head)).read(9)
-        except (OSError, EOFError, zlib.error):
-            return None
-        return FITS if inner.startswith(b"SIMPLE  =") else None
+        else:
+            inner = bz2.BZ2Decompressor().decompress(head, 9)
+    except (OSError, EOFError, zlib.error):
+        return None
+    return FITS if inner.startswith(b"SIMPLE  =") or (packing == BZIP2 and not inner) \
+        else None
+
+
+def _packing(head: bytes) -> str | None:
+    """How a whole file is compressed, from its magic bytes; None when it is not."""
+    if head.startswith(b"\x1f\x8b"):
+        return GZIP
+    if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] == b"1AY&SY":
+        return BZIP2
     return None
 
 
@@ -90,7 +114,8 @@ def read_frame(source: Source) -> Frame:
     Raises
     ------
     FrameError
-        The file is missing, unreadable, of an unknown kind, or holds no 2-D image.
+        The file is missing, unreadable, of an unknown kind, over the pixel limit, or
+        holds no 2-D image.
     """
     if isinstance(source, Frame):
         return source
@@ -108,25 +133,17 @@ def read_frame(source: Source) -> Frame:
             raise FrameError("not a FITS, JPEG or PNG file")
         if kind != FITS:
             return Frame(kind, _read_image(fh, limit))
-        if head.startswith(b"\x1f\x8b"):  # inflated as read, never beyond what headers allow
+        packing = _packing(head)
+        if packing is None:
             try:
-                with gzip.GzipFile(fileobj=fh) as inner:
-                    found = check_fits_sizes(inner, limit)
-                    plain = _read_plain(inner, *found) if found else None
-            except (OSError, EOFError, zlib.error) as exc:
-                raise FrameError(f"damaged gzip file ({first_line(exc)})") from None
-            if plain is not None:
-                return Frame(FITS, *plain)
-            fh.seek(0)
-            with gzip.GzipFile(fileobj=fh) as inner:
-                return Frame(FITS, *_read_fits(inner))
-        try:
-            found = check_fits_sizes(fh, limit)
-            plain = _read_plain(fh, *found) if found else None
-            fh.seek(0)
-        except OSError as exc:
-            raise FrameError(f"cannot read: {exc.strerror or exc}") from None
-        return Frame(FITS, *plain) if plain is not None else Frame(FITS, *_read_fits(fh))
+                return Frame(FITS, *read_checked_fits(fh, limit))
+            except OSError as exc:
+                raise FrameError(f"cannot read: {exc.strerror or exc}") from None
+        try:  # inflated as read, never beyond what the headers allow
+            with (gzip.GzipFile(fileobj=fh) if packing == GZIP else bz2.BZ2File(fh)) as inner:
+                return Frame(FITS, *read_checked_fits(inner, limit))
+        except (OSError, EOFError, zlib.error) as exc:
+            raise FrameError(f"damaged {packing} file ({library_message(exc)})") from None
 
 
 def max_pixels() -> int:
@@ -152,6 +169,9 @@ def open_regular(path: str | os.PathLike) -> IO[bytes]:
         raise FrameError("no such file") from None
     except OSError as exc:
         raise FrameError(f"cannot read: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL byte, or a lone surrogate the file system cannot name
+        raise FrameError("not a valid file name (it holds a NUL byte or an unencodable "
+                         "character)") from None
     try:
         _regular(os.fstat(fd).st_mode)
     except FrameError:
@@ -166,140 +186,6 @@ def _regular(mode: int) -> None:
         what = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
                 else "a socket" if stat.S_ISSOCK(mode) else "a device")
         raise FrameError(f"is {what}, not a regular file")
-
-
-def check_fits_sizes(fh: IO[bytes], limit: int) -> tuple[dict, dict] | None:
-    """Walk the HDU headers up to the first 2-D image; refuse any HDU too large to read.
-
-    Only headers are parsed: an image over ``limit`` pixels, or any HDU whose data would
-    take more than ``limit`` float64 pixels, is refused before a byte of its data is read
-    (or inflated, for gzip). Data of HDUs before the image are skipped, never kept.
-    Returns the image's header cards and the primary's, with ``fh`` at the image's data;
-    None when there is no 2-D image.
-    """
-    primary = None
-    for _ in range(MAX_HDUS):
-        cards = _read_header(fh)
-        if cards is None:
-            return None
-        primary = primary if primary is not None else cards
-        naxis = [_int(cards, f"NAXIS{i}") for i in range(1, _int(cards, "NAXIS") + 1)]
-        compressed = cards.get("ZIMAGE") == "T"
-        if compressed:
-            shape = [_int(cards, f"ZNAXIS{i}") for i in range(1, _int(cards, "ZNAXIS") + 1)]
-        else:
-            shape = naxis
-        image = compressed or cards.get("XTENSION", "'IMAGE'").strip("' ") == "IMAGE"
-        pixels = math.prod(shape) if shape else 0
-        if image and pixels > limit:
-            size = "x".join(map(str, shape))
-            raise FrameError(f"image of {size} pixels is over the limit of {limit} "
-                             f"(${MAX_PIXELS_ENV})")
-        data = abs(_int(cards, "BITPIX", signed=True)) // 8 * _int(cards, "GCOUNT", 1) * (
-            _int(cards, "PCOUNT", 0) + (math.prod(naxis) if naxis else 0))
-        if data > 8 * limit:
-            raise FrameError(f"HDU of {data} bytes is over the limit of {8 * limit} bytes "
-                             f"(${MAX_PIXELS_ENV})")
-        if image and len(shape) == 2 and pixels:
-            return cards, primary
-        skip = -(-data // FITS_BLOCK) * FITS_BLOCK
-        while skip:  # read, not seek: a gzip stream inflates what it skips either way
-            chunk = fh.read(min(skip, 1 << 20))
-            if not chunk:
-                return None
-            skip -= len(chunk)
-    return None
-
-
-#: BITPIX -> the big-endian dtype of the data as stored.
-_STORED = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
-
-
-def _read_plain(fh: IO[bytes], cards: dict, primary: dict) -> tuple[np.ndarray, str | None] | None:
-    """The image read straight with numpy, where that gives what astropy gives.
-
-    That is an uncompressed image stored as it is (no BSCALE/BZERO, no BLANK), or 16-bit
-    data with BZERO = 32768 (how IO:O writes unsigned frames), which astropy returns as
-    uint16. Anything else (other scaling, BLANK, compression) returns None and goes to
-    astropy. Skipping astropy here keeps its 0.16 s import off a cold one-shot.
-    """
-    import numpy as np
-
-    bitpix = _int(cards, "BITPIX", signed=True)
-    if cards.get("ZIMAGE") == "T" or bitpix not in _STORED or _int(cards, "NAXIS") != 2 \
-            or "BLANK" in cards:  # astropy turns BLANK pixels into NaN (as floats)
-        return None
-    try:
-        bscale, bzero = float(cards.get("BSCALE", "1")), float(cards.get("BZERO", "0"))
-    except ValueError:
-        return None
-    unsigned16 = bitpix == 16 and bzero == 32768 and bscale == 1
-    if not unsigned16 and (bscale != 1 or bzero != 0):
-        return None
-    w, h = _int(cards, "NAXIS1"), _int(cards, "NAXIS2")
-    size = w * h * abs(bitpix) // 8
-    raw = fh.read(size)
-    if len(raw) < size:
-        raise FrameError(f"damaged FITS file (data end after {len(raw)} of {size} bytes)")
-    data = np.frombuffer(raw, _STORED[bitpix]).reshape(h, w)
-    if unsigned16:
-        data = (data.view(">u2") ^ np.uint16(0x8000)).astype(np.uint16)
-    else:
-        data = data.astype(data.dtype.newbyteorder("="))
-    date = cards.get("DATE-OBS") or primary.get("DATE-OBS")
-    return data, date.strip("' ") if date else None
-
-
-def _read_header(fh: IO[bytes]) -> dict[str, str] | None:
-    """One FITS header as ``{keyword: raw value}``; None at the end of the file."""
-    cards: dict[str, str] = {}
-    for n in range(MAX_HEADER_BLOCKS):
-        block = fh.read(FITS_BLOCK)
-        if not block.strip(b"\0 "):
-            return None if n == 0 else cards
-        for i in range(0, len(block), 80):
-            card = block[i: i + 80].decode("ascii", "replace")
-            key = card[:8].strip()
-            if key == "END":
-                return cards
-            if card[8:10] == "= ":
-                cards.setdefault(key, card[10:].split("/")[0].strip())
-        if len(block) < FITS_BLOCK:
-            return cards
-    raise FrameError("damaged FITS file (header has no END card)")
-
-
-def _int(cards: dict[str, str], key: str, default: int | None = None,
-         signed: bool = False) -> int:
-    try:
-        value = int(cards[key]) if key in cards or default is None else default
-    except (KeyError, ValueError):
-        raise FrameError(f"damaged FITS file (bad or missing {key} in a header)") from None
-    if value < 0 and not signed:
-        raise FrameError(f"damaged FITS file (negative {key})")
-    return value
-
-
-def _read_fits(src: IO[bytes]) -> tuple[np.ndarray, str | None]:
-    """The first HDU holding a 2-D image (compressed ones included), scaled; DATE-OBS."""
-    import numpy as np
-    from astropy.io import fits
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with fits.open(src, memmap=False, lazy_load_hdus=True) as hdul:
-                for hdu in hdul:
-                    if hdu.is_image and hdu.header.get("NAXIS") == 2:
-                        data = hdu.data
-                        if data is not None:
-                            date = hdu.header.get("DATE-OBS", hdul[0].header.get("DATE-OBS"))
-                            return np.asarray(data), str(date) if date else None
-    except FrameError:
-        raise
-    except Exception as exc:  # astropy raises many types for damaged files
-        raise FrameError(f"damaged FITS file ({first_line(exc)})") from None
-    raise FrameError("FITS file holds no 2-D image")
 
 
 def _read_image(src: IO[bytes], limit: int) -> np.ndarray:
@@ -319,7 +205,7 @@ def _read_image(src: IO[bytes], limit: int) -> np.ndarray:
                 return np.asarray(img.convert("RGB"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise FrameError(f"image over the limit of {limit} pixels (${MAX_PIXELS_ENV}): "
-                         f"{first_line(exc)}") from None
+                         f"{library_message(exc)}") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError,
             MemoryError) as exc:
-        raise FrameError(f"damaged image file ({first_line(exc)})") from None
+        raise FrameError(f"damaged image file ({library_message(exc)})") from None

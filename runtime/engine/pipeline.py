@@ -16,12 +16,13 @@ from itertools import islice
 import numpy as np
 
 from frameqc.runtime.data.reader import Frame, Source, read_frame
-from frameqc.runtime.errors import FrameError
+from frameqc.runtime.errors import FrameError, FrameQCError
 from frameqc.runtime.model.card import Binning, ModelCard, parse_binning
 from frameqc.runtime.model.decision import Decision, check_threshold, decide
 from frameqc.runtime.model.peek import read_card
 from frameqc.runtime.model.recipes import Prepared, Recipe, make_recipe
 from frameqc.runtime.model.session import Model
+from frameqc.runtime.util.text import first_line
 
 
 @dataclass
@@ -128,6 +129,11 @@ class Classifier:
                 out.append(Result(name, error=str(exc)))
             except MemoryError:
                 out.append(Result(name, error="frame too large for memory"))
+            except FrameQCError:  # a bad setting ($FRAMEQC_MAX_PIXELS) is the run's, not a frame's
+                raise
+            except Exception as exc:  # a bug met by one frame must not lose the batch
+                out.append(Result(name, error=f"internal error reading this frame "
+                                              f"({type(exc).__name__}: {first_line(exc)})"))
         return out
 
     def _infer(self, results: list[Result]) -> list[Result]:

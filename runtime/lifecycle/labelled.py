@@ -90,16 +90,29 @@ class LabelledSet:
         return dict(sorted(Counter(self.truths).items()))
 
     def digest(self) -> str:
-        """sha256 of the ``label<TAB>path`` list (paths relative to the root when inside it).
+        """sha256 of the frames alone: each ``label<TAB>path<TAB>size``, the path relative.
 
-        Recorded in a trained model's card: the same files under the same labels give the
-        same digest wherever the folder is mounted.
+        Paths are taken relative to the set's folder (a CSV's: its own folder), both made
+        absolute first, so the same files under the same labels give the same digest
+        however the root was named (``labelled/``, ``./labelled``, its absolute path) and
+        wherever the folder is mounted. Sizes tell a changed frame from the one recorded
+        without reading every frame; a frame gone since is recorded as size -1.
         """
-        base = self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
+        if not self.root:
+            base = ""
+        elif os.path.isdir(self.root):
+            base = os.path.abspath(self.root)  # as the folder's frames were named
+        else:
+            base = os.path.dirname(os.path.realpath(self.root))  # as a CSV's rows were
         h = hashlib.sha256()
         for p, label in self.items:
-            rel = os.path.relpath(p, base) if base and p.startswith(base + os.sep) else p
-            h.update(f"{label}\t{rel}\n".encode())
+            path = os.path.abspath(p)
+            rel = os.path.relpath(path, base) if base else path
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                size = -1
+            h.update(f"{label}\t{rel}\t{size}\n".encode(errors="surrogateescape"))
         return h.hexdigest()
 
     def split(self, fraction: float, seed: int = 0) -> tuple[LabelledSet, LabelledSet]:

@@ -134,10 +134,18 @@ class ModelCard:
                     "one-shots; int8 is ~3x faster per frame in batches and the server and "
                     "uses ~1/3 of the memory (docs/performance.md: Choosing fp32 or int8).")
         q = self.quantization
-        moved = (f"probabilities within mean |dp| {q['mean_abs_dp']:.3f} (max "
-                 f"{q['max_abs_dp']:.3f}) of fp32, decisions agreeing on "
-                 f"{q['agreement']:.1%} of {q['held_out']} held-out frames"
-                 if q else "no int8 check recorded")
+        if not q:
+            moved = "no int8 check recorded"
+        else:
+            moved = (f"probabilities within mean |dp| {q['mean_abs_dp']:.3f} (max "
+                     f"{q['max_abs_dp']:.3f}) of fp32, ")
+            judged = q.get("judged", q["held_out"] - q.get("near_threshold", 0))
+            if judged:
+                moved += (f"decisions agreeing on {q['agreement']:.1%} of {judged} held-out "
+                          "frames away from the threshold")
+            else:  # every held-out frame was near the threshold: no decision was judged
+                moved += (f"judged by probabilities alone (all {q['held_out']} held-out "
+                          "frames were near the threshold)")
         return (f"int8: {moved}. Best where throughput or memory matters (batches, the "
                 "resident server, archive runs); for exact probabilities in cron one-shots "
                 "the fp32 model is as fast cold (docs/performance.md: Choosing fp32 or int8).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 
@@ -10,6 +11,34 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     """An exception as one line for an operator: its first line, else its type's name."""
     lines = str(exc).strip().splitlines()
     return lines[0][:limit] if lines else type(exc).__name__
+
+
+#: Where a library's message turns from the fact to advice meant for its own API's users
+#: ("..., try with ignore_missing_simple=True", "Consider setting ..."): a clause or
+#: sentence opening with one of these words.
+_ADVICE = re.compile(
+    r"(?:[.;,:!?]\s+|\s+[(\[-]\s*|\s+(?=if this\b))(?:if this is really\b|if you\b|try\b|"
+    r"please\b|consider\b|you (?:may|might|can|could|should|must)\b|use\b|set\b|pass\b|"
+    r"see\b|fix it\b|to fix\b|to (?:allow|disable|ignore)\b|perhaps\b|maybe\b)",
+    re.IGNORECASE)
+#: A Python object's repr in a message (``<_io.BytesIO object at 0x...>``): no fact for us.
+_REPR = re.compile(r"\s*<[\w.]+(?: object at 0x[0-9a-f]+| name=[^>]*)>")
+
+
+def library_message(exc: BaseException, limit: int = 200) -> str:
+    """A library's exception (astropy, PIL, zlib) as the fact alone, in one line.
+
+    Advice written for the library's callers (its keyword arguments, its functions) is
+    cut, and so are object reprs: an operator of frameqc can act on neither.
+    """
+    text = _REPR.sub("", first_line(exc, limit=1000))
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":  # a KeyError's repr
+        text = text[1:-1]
+    cut = _ADVICE.search(text)
+    if cut is not None:
+        text = text[: cut.start()]
+    text = text.strip().rstrip(".,;:( ").strip()
+    return text[:limit] if text else type(exc).__name__
 
 
 def local_time() -> str:
