@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "runtime"
 
 #: The runtime's folders, lowest layer first: a module may import its own layer or lower.
-LAYERS = [("errors", "util"), ("data",), ("model",), ("engine",), ("output",),
+LAYERS = [("errors", "util"), ("data",), ("model",), ("engine",), ("output", "sinks"),
           ("serving",), ("lifecycle", "archive", "demo"), ("commands",), ("cli",)]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
