@@ -585,3 +585,40 @@ def test_serve_sends_points_runs_hooks_and_shows_its_sinks(model, tmp_path, db,
         assert f"influx: queue 0, sent {len(frames)}" in text
     finally:
         assert server.stop() == 0
+
+
+def test_an_influxdb2_url_sends_the_token(tmp_path, monkeypatch):
+    """InfluxDB 1.6 has no v2 API: a real HTTP server on 127.0.0.1 takes the request."""
+    import http.server
+    import threading
+
+    from frameqc.runtime.sinks.sender import InfluxSender
+
+    seen: list[tuple[str, str, bytes]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.path, self.headers["Authorization"], body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("FRAMEQC_INFLUX_TOKEN", "s3cret")
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/api/v2/write?org=lt&bucket=frameqc"
+        sender = InfluxSender(url, tmp_path / "spool", err=_Lines(), flush_every=0.05)
+        sender(_good(1), {})
+        sender.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    (path, auth, body), = seen
+    assert path == "/api/v2/write?org=lt&bucket=frameqc&precision=ns"
+    assert auth == "Token s3cret" and body.startswith(b"frameqc,label=OK,model=m,precision=int8 ")
+    assert sender.sent == 1 and not (tmp_path / "spool").exists()

@@ -132,9 +132,9 @@ class AlertHook:
         with self._lock:  # the server calls this from several handler threads
             fire = self.streak(alert)
             count = self.streak.count
+            self.fired += fire
         if not fire:
             return
-        self.fired += 1
         try:
             self.queue.put_nowait((rec, count))
         except queue.Full:

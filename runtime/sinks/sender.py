@@ -8,6 +8,7 @@ that can be neither sent nor spooled are counted and reported in one line.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import queue
@@ -141,7 +142,8 @@ class InfluxSender:
         ``wait`` bounds the time spent (default: two request timeouts).
         """
         self._closing.set()
-        self.queue.put(None)
+        with contextlib.suppress(queue.Full):  # full: the thread sees _closing instead
+            self.queue.put_nowait(None)
         self._thread.join(2 * self.timeout if wait is None else wait)
         leftover: list[str] = []
         while True:
@@ -170,14 +172,15 @@ class InfluxSender:
             self._resend()
 
     def _collect(self) -> tuple[list[str], bool]:
-        """Up to a batch of points, waiting at most ``flush_every`` after the first."""
+        """Up to a batch of points, waiting at most ``flush_every`` for them; and whether
+        the sender is closing."""
         batch: list[str] = []
         deadline = time.monotonic() + self.flush_every
         while len(batch) < self.batch:
             try:
                 item = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                return batch, False
+                return batch, self._closing.is_set() and not batch
             if item is None:
                 return batch, True
             batch.append(item)
