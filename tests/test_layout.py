@@ -116,9 +116,11 @@ def test_every_encoding_carries_a_new_field(extra_field, runtime_model, fits_dir
     Writer("csv", out, io.StringIO(), card.labels).write(recs[0])
     assert next(csv.DictReader(io.StringIO(out.getvalue())))["probe"] == want
     assert json.loads(log_line(recs[0], results[0].timings))["probe"] == want
+    from frameqc.runtime.sinks.hooks import hook_env
     from frameqc.runtime.sinks.influx import line
 
     assert f'probe="{want}"' in line(recs[0]) and 'probe="probe:missing.fits"' in line(recs[1])
+    assert hook_env(recs[0], 1)["FRAMEQC_PROBE"] == want
     table = pa.Table.from_pylist([flat(r, card.labels) for r in recs],
                                  schema=arrow_schema(card.labels))
     assert table.column("probe").to_pylist() == [want, "probe:missing.fits"]

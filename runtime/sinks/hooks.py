@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from frameqc.runtime.errors import UsageError
-from frameqc.runtime.output.record import FIELDS
+from frameqc.runtime.output import record
 
 DEFAULT_TIMEOUT = 30.0  # seconds a hook may run
 QUEUE_MAX = 100  # hooks waiting to run
@@ -67,7 +67,7 @@ def hook_env(rec: dict, streak: int) -> dict[str, str]:
     hook, ``FRAMEQC_MODEL`` is the model's id, not a path.
     """
     env = {"FRAMEQC_STREAK": str(streak)}
-    for f in FIELDS:
+    for f in record.FIELDS:
         value = rec.get(f.name)
         if f.kind == "probabilities":
             env.update({_env_name(f"p_{k}"): repr(float(p)) for k, p in (value or {}).items()})

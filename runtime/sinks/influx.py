@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from frameqc.runtime.errors import UsageError
-from frameqc.runtime.output.record import FIELDS
+from frameqc.runtime.output import record
 
 MEASUREMENT = "frameqc"
 #: Record fields that are tags: a handful of values each (one series per combination).
@@ -84,7 +84,7 @@ def line(rec: dict, tags: dict[str, str] | None = None, now_ns: int | None = Non
     tagset = {name: rec[name] for name in TAGS if rec.get(name) not in (None, "")}
     tagset.update(tags or {})
     fields: list[str] = []
-    for f in FIELDS:
+    for f in record.FIELDS:
         if f.name in TAGS:
             continue
         if f.kind == "probabilities":
@@ -109,7 +109,7 @@ def parse_tag(value: str) -> tuple[str, str]:
         raise UsageError(f"--influx-tag wants KEY=VALUE, not {value!r}")
     if val.endswith("\\") or key.endswith("\\"):
         raise UsageError(f"--influx-tag {value!r}: a tag may not end with a backslash")
-    if key in {f.name for f in FIELDS} or key.startswith("p_") or key == "time":
+    if key in {f.name for f in record.FIELDS} or key.startswith("p_") or key == "time":
         raise UsageError(f"--influx-tag {key}: that name is a field of every point")
     return key, val
 
