@@ -70,9 +70,10 @@ def sink_args(p: argparse.ArgumentParser, resident: bool = False) -> None:
                         "(InfluxDB 1.x), or .../api/v2/write?org=O&bucket=B with "
                         "$FRAMEQC_INFLUX_TOKEN; never delays classifying (points wait in a "
                         "spool file beside --log or the state while InfluxDB is down)")
+    formats = any(a.dest == "format" for a in p._actions)
     g.add_argument("--influx-tag", action="append", metavar="KEY=VALUE",
-                   help="a tag on every point, e.g. instrument=IOO (repeatable; --format "
-                        "influx too)")
+                   help="a tag on every point, e.g. instrument=IOO (repeatable"
+                        + ("; --format influx too)" if formats else ")"))
     g.add_argument("--on-alert", metavar="CMD",
                    help="run CMD (split as a shell would, no shell) when a decision is one of "
                         "the card's alert labels: the record as JSON on stdin and as "

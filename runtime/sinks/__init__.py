@@ -87,6 +87,8 @@ def alert_labels(model: str | os.PathLike | None) -> tuple[str, ...]:
     from frameqc.runtime.model.session import resolve_model_path
 
     path = resolve_model_path(model)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
     card = read_card(path)
     if card is None:
         raise ModelError(f"{path}: cannot read its model card")
