@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "runtime"
 
 #: The runtime's folders, lowest layer first: a module may import its own layer or lower.
-LAYERS = [("errors", "util"), ("data",), ("model",), ("engine",), ("output",),
+LAYERS = [("errors", "util"), ("data",), ("model",), ("engine",), ("output", "sinks"),
           ("serving",), ("lifecycle", "archive", "demo"), ("commands",), ("cli",)]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
@@ -117,6 +117,11 @@ def test_every_encoding_carries_a_new_field(extra_field, runtime_model, fits_dir
     Writer("csv", out, io.StringIO(), card.labels).write(recs[0])
     assert next(csv.DictReader(io.StringIO(out.getvalue())))["probe"] == want
     assert json.loads(log_line(recs[0], results[0].timings))["probe"] == want
+    from frameqc.runtime.sinks.hooks import hook_env
+    from frameqc.runtime.sinks.influx import line
+
+    assert f'probe="{want}"' in line(recs[0]) and 'probe="probe:missing.fits"' in line(recs[1])
+    assert hook_env(recs[0], 1)["FRAMEQC_PROBE"] == want
     table = pa.Table.from_pylist([flat(r, card.labels) for r in recs],
                                  schema=arrow_schema(card.labels))
     assert table.column("probe").to_pylist() == [want, "probe:missing.fits"]

@@ -9,6 +9,7 @@ from frameqc.runtime.commands.common import (
     EXIT_OK,
     model_args,
     result_args,
+    sink_args,
     sources_arg,
 )
 
@@ -34,6 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--socket", metavar="PATH",
                    help="insist on the server at PATH (default: use the server on "
                         "$FRAMEQC_SOCKET or the default socket if it answers, else run here)")
+    sink_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,17 +43,23 @@ def run(args: argparse.Namespace) -> int:
     from frameqc.runtime.errors import UsageError
     from frameqc.runtime.output.sink import Sink
     from frameqc.runtime.serving.route import Route
+    from frameqc.runtime.sinks import Extras, tags
 
     route = Route(args.model, args.socket, args.bin, args.threshold, args.threads,
                   local=bool(args.preview))
-    sink = Sink(args.format, args.log, args.sort_into, args.preview)
+    sink = Sink(args.format, args.log, args.sort_into, args.preview, tags=tags(args))
     sink.check()
     paths = list(expand(args.sources))
     if not paths:
         raise UsageError(f"no frames given: none in {', '.join(args.sources)} (a folder "
                          "with no frames, or an empty list)")
+    extras = Extras.from_args(args, route.model, args.log)
+    extras.attach(sink)
     sink.progress_to(len(paths))
-    for rec, timings, result in route.run(paths):
-        sink.start(route.labels)
-        sink(rec, timings, result)
+    try:
+        for rec, timings, result in route.run(paths):
+            sink.start(route.labels)
+            sink(rec, timings, result)
+    finally:
+        extras.close()
     return EXIT_OK if sink.close() else EXIT_FRAME_FAILED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from frameqc.runtime.commands.options import positive_int, probability
+from frameqc.runtime.commands.options import positive_float, positive_int, probability
 
 EXIT_OK, EXIT_FRAME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -69,3 +69,27 @@ def sources_arg(p: argparse.ArgumentParser, what: str = "frames") -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help=f"{what}: a frame file, a folder (searched recursively, hidden "
                         "names skipped), - for paths on stdin, or @LIST for paths in a file")
+
+
+def sink_args(p: argparse.ArgumentParser, resident: bool = False) -> None:
+    """Decisions to InfluxDB and alert hooks (docs/grafana.md, docs/alerts.md)."""
+    g = p.add_argument_group("decisions to InfluxDB, and alert hooks")
+    g.add_argument("--influx", metavar="URL",
+                   help="send each decision as a point: http://HOST:8086/write?db=DB "
+                        "(InfluxDB 1.x), or .../api/v2/write?org=O&bucket=B with "
+                        "$FRAMEQC_INFLUX_TOKEN; never delays classifying (points wait in a "
+                        "spool file beside --log or the state while InfluxDB is down)")
+    formats = any(a.dest == "format" for a in p._actions)
+    g.add_argument("--influx-tag", action="append", metavar="KEY=VALUE",
+                   help="a tag on every point, e.g. instrument=IOO (repeatable"
+                        + ("; --format influx too)" if formats else ")"))
+    g.add_argument("--on-alert", metavar="CMD",
+                   help="run CMD (split as a shell would, no shell) when a decision is one of "
+                        "the card's alert labels: the record as JSON on stdin and as "
+                        "FRAMEQC_* variables")
+    g.add_argument("--alert-timeout", type=positive_float, default=30.0, metavar="S",
+                   help="seconds a hook may run before it is killed (default 30)")
+    if resident:
+        g.add_argument("--alert-after", type=positive_int, metavar="N",
+                       help="run the hook once N consecutive frames are alerts, and again "
+                            "only after a good frame ended the streak (default: every alert)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from frameqc.runtime.commands.common import model_args
+from frameqc.runtime.commands.common import model_args, sink_args
 from frameqc.runtime.commands.options import positive_float, positive_int
 
 HELP = "keep the model loaded and answer on a local socket (and TCP)"
@@ -38,6 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--allow", action="append", metavar="DIR",
                    help="only classify frames under DIR for local clients (repeatable; "
                         "default: any file the server can read)")
+    sink_args(p, resident=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,11 +48,18 @@ def run(args: argparse.Namespace) -> int:
     from frameqc.runtime.model.session import Model, resolve_model_path
     from frameqc.runtime.serving.protocol import default_socket
     from frameqc.runtime.serving.server import check_options, serve
+    from frameqc.runtime.sinks import Extras
 
     for d in args.allow or ():
         if not os.path.isdir(d):
             raise UsageError(f"--allow {d}: not a directory")
     check_options(args.tcp, args.log)
-    model = Model(resolve_model_path(args.model), threads=args.threads)
-    return serve(model, Path(args.socket) if args.socket else default_socket(), args.tcp,
-                 args.log, args.max_bytes, args.timeout, allow=tuple(args.allow or ()))
+    path = resolve_model_path(args.model)
+    socket = Path(args.socket) if args.socket else default_socket()
+    extras = Extras.from_args(args, path, args.log)
+    try:
+        model = Model(path, threads=args.threads)
+        return serve(model, socket, args.tcp, args.log, args.max_bytes, args.timeout,
+                     allow=tuple(args.allow or ()), extras=extras.items)
+    finally:
+        extras.close()

@@ -21,10 +21,16 @@ def add_parser(sub) -> None:
 def describe(status: dict) -> str:
     """A server's status as one line for a person."""
     card = status["card"]
-    return (f"frameqc {status['version']} pid {status['pid']} up {status['uptime']:.0f} s: "
+    text = (f"frameqc {status['version']} pid {status['pid']} up {status['uptime']:.0f} s: "
             f"{status['model']['path']} ({', '.join(card['labels'])}, {card['precision']}); "
             f"{status['requests']} requests, {status['frames']} frames, "
             f"{status['errors']} errors; {', '.join(status['endpoints'])}")
+    for sink in status.get("sinks", ()):
+        counts = ", ".join(f"{k} {v}" for k, v in sink.items()
+                           if isinstance(v, int) and not isinstance(v, bool))
+        down = f"; down: {sink['down']}" if sink.get("down") else ""
+        text += f"; {sink.get('sink', 'sink')}: {counts}{down}"
+    return text
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Encodings of the record: the upstream text line, JSON lines, CSV, and the operators' log.
+"""Encodings of the record: the upstream text line, JSON lines, CSV, InfluxDB line
+protocol, and the operators' log.
 
 Each is derived from :mod:`frameqc.runtime.output.record`; nothing here names a field
 but the text line's and the error's.
@@ -18,17 +19,19 @@ from frameqc.runtime.output.record import columns, failed, flat, text_line
 from frameqc.runtime.util.text import local_time
 
 #: What ``--format`` offers (``evaluate`` prints figures, not records: text or json).
-FORMATS = ("text", "json", "csv")
+FORMATS = ("text", "json", "csv", "influx")
 
 
 class Writer:
     """Writes records to a stream in one of FORMATS; failures go to stderr as one line."""
 
-    def __init__(self, fmt: str, out: TextIO, err: TextIO, labels: Sequence[str]) -> None:
+    def __init__(self, fmt: str, out: TextIO, err: TextIO, labels: Sequence[str],
+                 tags: dict[str, str] | None = None) -> None:
         if fmt not in FORMATS:
             raise UsageError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
         self.fmt, self.out, self.err = fmt, out, err
         self.labels = list(labels)
+        self.tags = tags  # the operator's --influx-tag pairs, for the influx format
         self._csv = None
         if fmt == "csv":
             self._csv = csv.writer(out, lineterminator="\n")
@@ -43,6 +46,10 @@ class Writer:
                 self.out.write(text_line(rec) + "\n")
         elif self.fmt == "json":
             self.out.write(json.dumps(rec) + "\n")
+        elif self.fmt == "influx":
+            from frameqc.runtime.sinks.influx import line
+
+            self.out.write(line(rec, self.tags) + "\n")
         else:
             self._csv.writerow(["" if v is None else v
                                 for v in flat(rec, self.labels).values()])

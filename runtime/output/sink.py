@@ -32,8 +32,9 @@ class Sink:
 
     def __init__(self, fmt: str = "text", log: str | None = None, sort_into: str | None = None,
                  preview: str | None = None, out: TextIO | None = None,
-                 err: TextIO | None = None) -> None:
+                 err: TextIO | None = None, tags: dict[str, str] | None = None) -> None:
         self.fmt, self.log, self.sort_dir, self.preview = fmt, log, sort_into, preview
+        self.tags = tags
         self.out, self.err = out or sys.stdout, err or sys.stderr
         self.progress: Progress | None = None
         self.writer: formats.Writer | None = None
@@ -58,7 +59,7 @@ class Sink:
             self.check()
             if self.sort_dir:
                 files.prepare_sort_dir(self.sort_dir, labels)
-            self.writer = formats.Writer(self.fmt, self.out, self.err, labels)
+            self.writer = formats.Writer(self.fmt, self.out, self.err, labels, self.tags)
 
     def __call__(self, rec: dict, timings: dict[str, float], result: Result | None = None
                  ) -> bool:

@@ -23,6 +23,7 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
@@ -36,6 +37,7 @@ from frameqc.runtime.model.cpu import available_cpus
 from frameqc.runtime.model.session import Model
 from frameqc.runtime.output.formats import append_log, check_appendable
 from frameqc.runtime.output.record import record, tcp_reply
+from frameqc.runtime.output.sink import Extra
 from frameqc.runtime.serving.protocol import (
     DEFAULT_MAX_BYTES,
     DEFAULT_TIMEOUT,
@@ -57,8 +59,10 @@ class Service:
     """The resident model and the bookkeeping every handler shares."""
 
     def __init__(self, model: Model, log: str | None, max_bytes: int, timeout: float,
-                 err: TextIO = sys.stderr, allow: tuple[str, ...] = ()) -> None:
+                 err: TextIO = sys.stderr, allow: tuple[str, ...] = (),
+                 extras: Sequence[Extra] = ()) -> None:
         self.model, self.card = model, model.card
+        self.extras = tuple(extras)  # --influx, --on-alert: each frame, and their health
         self.allow = tuple(os.path.realpath(d) for d in allow)
         # frames decoded at once: each may take up to $FRAMEQC_MAX_PIXELS float64 pixels,
         # so memory is bounded by this, not by the number of clients
@@ -85,7 +89,8 @@ class Service:
                 "model_id": self.card.model_id, "card": asdict(self.card),
                 "uptime": round(time.time() - self.started, 1),
                 "requests": self.requests, "frames": self.frames, "errors": self.errors,
-                "endpoints": self.endpoints}
+                "endpoints": self.endpoints,
+                "sinks": [getattr(e, "health", dict)() for e in self.extras]}
 
     def classify(self, classifier: Classifier, source: str | bytes, name: str) -> Result:
         """One frame, with at most as many frames decoding at once as there are CPUs."""
@@ -108,6 +113,8 @@ class Service:
     def note(self, client: str, rec: dict, timings: dict[str, float]) -> None:
         """One log line per frame: to --log as JSON, else a short line on stderr."""
         self.count(frames=1, errors="error" in rec)
+        for extra in self.extras:
+            extra(rec, timings)
         if self.log:
             try:
                 append_log(self.log, rec, timings, client=client)
@@ -309,14 +316,15 @@ def check_options(tcp: str | None, log: str | None) -> tuple[str, int] | None:
 
 def serve(model: Model, socket_path: Path, tcp: str | None = None, log: str | None = None,
           max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT,
-          err: TextIO | None = None, allow: tuple[str, ...] = ()) -> int:
+          err: TextIO | None = None, allow: tuple[str, ...] = (),
+          extras: Sequence[Extra] = ()) -> int:
     """Serve until SIGTERM or SIGINT; the socket file is removed on the way out."""
     import astropy.io.fits  # noqa: F401 -- imported here, once: a first import racing in
     import PIL.Image  # noqa: F401        two handler threads can fail half-initialised
 
     err = err or sys.stderr
     hostport = check_options(tcp, log)
-    service = Service(model, log, max_bytes, timeout, err, allow)
+    service = Service(model, log, max_bytes, timeout, err, allow, extras)
     size = model.card.input_size
     model.predict(np.zeros((1, 3, size, size), np.float32))  # warm up: the first run is slow
     # handlers before the socket exists: once a client can connect, a signal must stop us

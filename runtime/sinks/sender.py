@@ -1,0 +1,273 @@
+"""The InfluxDB sender: never blocks classification, loses no point it can keep.
+
+Classification only puts a line on a bounded queue. A background thread posts batches;
+while InfluxDB does not answer, batches go to a spool file and are resent, oldest first,
+once it answers again (by this process, or the next one using the same spool). Points
+that can be neither sent nor spooled are counted and reported in one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from frameqc.runtime.sinks.influx import TIMEOUT, Down, Refused, line, post, write_url
+
+BATCH = 500  # points per request
+FLUSH_EVERY = 1.0  # seconds a point may wait for its batch
+QUEUE_MAX = 10000  # points waiting for the sender; beyond this they are counted as lost
+BACKOFF = (1.0, 60.0)  # first and longest wait between two tries while InfluxDB is down
+
+
+# -- the spool -----------------------------------------------------------------------------
+
+class Spool:
+    """A file of points not yet delivered, shared safely by processes using the same one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, lines: Iterable[str]) -> None:
+        data = "".join(f"{ln}\n" for ln in lines).encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def pending(self) -> int:
+        try:
+            with open(self.path, "rb") as fh:
+                return sum(1 for ln in fh if ln.strip())
+        except OSError:
+            return 0
+
+    def drain(self, send) -> int:
+        """Send what the spool holds, oldest first, in batches; keep what was not sent.
+
+        ``send(lines)`` raises :class:`Down` to stop (the rest stays), :class:`Refused` to
+        drop a batch InfluxDB will never take. Returns how many points were sent.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return 0
+        sent = 0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with os.fdopen(os.dup(fd), "r", encoding="utf-8", errors="replace") as fh:
+                lines = [ln.rstrip("\n") for ln in fh if ln.strip()]
+            done = 0
+            try:
+                while done < len(lines):
+                    batch = lines[done:done + BATCH]
+                    try:
+                        send(batch)
+                        sent += len(batch)
+                    except Refused:
+                        pass
+                    done += len(batch)
+            finally:
+                rest = "".join(f"{ln}\n" for ln in lines[done:]).encode()
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, rest)
+                os.ftruncate(fd, len(rest))
+        finally:
+            os.close(fd)
+        return sent
+
+
+# -- the sender ----------------------------------------------------------------------------
+
+class InfluxSender:
+    """An extra of :class:`~frameqc.runtime.output.sink.Sink`: each record as a point.
+
+    Parameters
+    ----------
+    url : str
+        ``--influx URL`` (see :func:`write_url`).
+    spool : path
+        Where undelivered points wait (beside the log or the watch state).
+    tags : dict, optional
+        The operator's tags, on every point.
+    """
+
+    def __init__(self, url: str, spool: str | os.PathLike, tags: dict[str, str] | None = None,
+                 err: TextIO | None = None, batch: int = BATCH,
+                 flush_every: float = FLUSH_EVERY, timeout: float = TIMEOUT) -> None:
+        self.url, self.headers = write_url(url)
+        self.shown = url.split("?")[0]
+        self.tags = dict(tags or {})
+        self.spool = Spool(Path(spool))
+        self.err = err or sys.stderr
+        self.batch, self.flush_every, self.timeout = batch, flush_every, timeout
+        self.queue: queue.Queue[str | None] = queue.Queue(QUEUE_MAX)
+        self.sent = self.spooled = self.resent = self.failed = self.lost = 0
+        self.down: str | None = None  # why InfluxDB is not taking points, while it is not
+        self.retry_at = 0.0
+        self.backoff = BACKOFF[0]
+        self._said: set[str] = set()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="frameqc-influx", daemon=True)
+        self._thread.start()
+
+    def __call__(self, rec: dict, timings: dict[str, float]) -> None:
+        try:
+            self.queue.put_nowait(line(rec, self.tags))
+        except queue.Full:
+            self.lost += 1
+            self._say("queue", f"more than {QUEUE_MAX} points waiting; points are being "
+                               "dropped and counted")
+
+    def health(self) -> dict:
+        """What ``status`` shows: waiting, sent, spooled (and pending), refused, lost."""
+        return {"sink": "influx", "url": self.shown, "queue": self.queue.qsize(),
+                "sent": self.sent, "spooled": self.spooled, "resent": self.resent,
+                "pending": self.spool.pending(), "failed": self.failed, "lost": self.lost,
+                "down": self.down}
+
+    def close(self, wait: float | None = None) -> None:
+        """Send what is queued (spooling what cannot go), then report once what was not sent.
+
+        ``wait`` bounds the time spent (default: two request timeouts).
+        """
+        self._closing.set()
+        with contextlib.suppress(queue.Full):  # full: the thread sees _closing instead
+            self.queue.put_nowait(None)
+        self._thread.join(2 * self.timeout if wait is None else wait)
+        leftover: list[str] = []
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                leftover.append(item)
+        if leftover:
+            self._to_spool(leftover)
+        if self.spooled or self.lost or self.failed:
+            self._report()
+
+    # the background thread -----------------------------------------------------------
+
+    def _loop(self) -> None:
+        closing = False
+        while not closing:
+            batch, closing = self._collect()
+            if batch:
+                self._deliver(batch)
+            elif not closing and time.monotonic() >= self.retry_at:
+                self._resend()
+        if self.down is None:
+            self._resend()
+
+    def _collect(self) -> tuple[list[str], bool]:
+        """Up to a batch of points, waiting at most ``flush_every`` for them; and whether
+        the sender is closing."""
+        batch: list[str] = []
+        deadline = time.monotonic() + self.flush_every
+        while len(batch) < self.batch:
+            try:
+                item = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return batch, self._closing.is_set() and not batch
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _deliver(self, batch: list[str]) -> None:
+        if self.down is not None and time.monotonic() < self.retry_at:
+            self._to_spool(batch)  # still backing off: no request, no delay for the queue
+            return
+        if self.down is not None:
+            self._resend()  # the oldest first; it tells whether InfluxDB is back
+            if self.down is not None:
+                self._to_spool(batch)
+                return
+        try:
+            self._send(batch)
+            self.sent += len(batch)
+        except Refused as exc:
+            self._refused(len(batch), exc)
+        except Down as exc:
+            self._went_down(exc)
+            self._to_spool(batch)
+
+    def _send(self, lines: Sequence[str]) -> None:
+        post(self.url, self.headers, lines, self.timeout)
+
+    def _resend(self) -> None:
+        """Empty the spool while InfluxDB takes points; note when it stops."""
+        def send(lines: Sequence[str]) -> None:
+            try:
+                self._send(lines)
+            except Refused as exc:
+                self._refused(len(lines), exc)
+                raise
+            self.resent += len(lines)
+
+        try:
+            self.spool.drain(send)
+        except Down as exc:
+            self._went_down(exc)
+            return
+        except OSError as exc:
+            self._say("spool-read", f"cannot read the spool {self.spool.path} "
+                                    f"({exc.strerror or exc})")
+            return
+        if self.down is not None:
+            self._say(f"up:{self.down}", f"InfluxDB at {self.shown} answers again; "
+                                         "spooled points resent")
+        self.down, self.backoff = None, BACKOFF[0]
+
+    def _went_down(self, exc: Exception) -> None:
+        if self.down is None:
+            self._say(f"down:{exc}", f"InfluxDB at {self.shown} is not taking points ({exc}); "
+                                     f"they wait in {self.spool.path}")
+        self.down = str(exc)
+        self.retry_at = time.monotonic() + self.backoff
+        self.backoff = min(2 * self.backoff, BACKOFF[1])
+
+    def _refused(self, n: int, exc: Exception) -> None:
+        self.failed += n
+        self._say(f"refused:{exc}", f"InfluxDB refused {n} points ({exc})")
+
+    def _to_spool(self, lines: list[str]) -> None:
+        try:
+            self.spool.append(lines)
+            self.spooled += len(lines)
+        except OSError as exc:
+            self.lost += len(lines)
+            self._say("spool", f"cannot write the spool {self.spool.path} "
+                               f"({exc.strerror or exc}); points are being lost and counted")
+
+    def _say(self, key: str, text: str) -> None:
+        """One line per kind of trouble, not one per point."""
+        if key not in self._said:
+            self._said.add(key)
+            self.err.write(f"frameqc: --influx: {text}\n")
+            self.err.flush()
+
+    def _report(self) -> None:
+        parts = [f"{self.sent + self.resent} points sent"]
+        pending = self.spool.pending()
+        if pending:
+            parts.append(f"{pending} waiting in {self.spool.path} (sent when InfluxDB "
+                         "answers, by the next run with this spool)")
+        if self.failed:
+            parts.append(f"{self.failed} refused by InfluxDB")
+        if self.lost:
+            parts.append(f"{self.lost} lost")
+        self.err.write(f"frameqc: --influx {self.shown}: {'; '.join(parts)}\n")
+        self.err.flush()

@@ -1,0 +1,624 @@
+"""Decisions to a real InfluxDB 1.x, and alert hooks run as real processes.
+
+InfluxDB is Debian's ``influxd``, started once per session with its own config in a
+temporary folder, bound to free ports on 127.0.0.1, and killed at the end. The Grafana
+queries are read from docs/grafana.md and run exactly as documented there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+DB = "frameqc"
+INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Influx:
+    """A real ``influxd`` with its data in ``root``; stop and start keep the data."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, _free_port()
+        self.config = root / "influxdb.conf"
+        self.config.write_text(f"""
+reporting-enabled = false
+bind-address = "127.0.0.1:{_free_port()}"
+[meta]
+  dir = "{root / 'meta'}"
+[data]
+  dir = "{root / 'data'}"
+  wal-dir = "{root / 'wal'}"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[subscriber]
+  enabled = false
+[continuous_queries]
+  enabled = false
+[http]
+  bind-address = "127.0.0.1:{self.port}"
+  log-enabled = false
+""")
+        self.proc: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.write_url = f"{self.url}/write?db={DB}"
+
+    def start(self) -> None:
+        with open(self.root / "influxd.log", "ab") as log:
+            self.proc = subprocess.Popen([INFLUXD, "-config", str(self.config)], stdout=log,
+                                         stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.root / "influxd.log").read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as r:
+                    if r.status == 204:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("influxd did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+        self.proc = None
+
+    def query(self, q: str, db: str | None = DB) -> list[dict]:
+        """The series of the first statement's result (``epoch=ns``)."""
+        params = {"q": q, "epoch": "ns", **({"db": db} if db else {})}
+        data = urllib.parse.urlencode(params).encode()
+        with urllib.request.urlopen(f"{self.url}/query", data=data, timeout=30) as r:
+            result = json.load(r)["results"][0]
+        assert "error" not in result, result["error"]
+        return result.get("series", [])
+
+    def rows(self, q: str) -> list[dict]:
+        out = []
+        for series in self.query(q):
+            for values in series["values"]:
+                out.append({**series.get("tags", {}), **dict(zip(series["columns"], values,
+                                                                 strict=True))})
+        return out
+
+    def reset(self) -> None:
+        self.query(f'DROP DATABASE "{DB}"', db=None)
+        self.query(f'CREATE DATABASE "{DB}"', db=None)
+
+
+@pytest.fixture(scope="session")
+def influx(tmp_path_factory):
+    server = Influx(tmp_path_factory.mktemp("influxdb"))
+    server.start()
+    try:
+        server.query(f'CREATE DATABASE "{DB}"', db=None)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def db(influx):
+    """The session's InfluxDB, running, with an empty database."""
+    if influx.proc is None:
+        influx.start()
+    influx.reset()
+    return influx
+
+
+#: DATE-OBS of the test frames: two hours of one night, the second hour fuller.
+DATES = ["2026-07-08T22:10:00.250", "2026-07-08T22:40:00", "2026-07-08T23:05:00",
+         "2026-07-08T23:20:00", "2026-07-08T23:35:00", "2026-07-08T23:50:00.5"]
+
+
+def _frames(folder: Path, dates=DATES, first: int = 0) -> list[Path]:
+    from frameqc.runtime.data.synthetic import make_frame, write_fits
+
+    folder.mkdir(exist_ok=True)
+    out = []
+    kinds = ("good", "shutter", "wobble")
+    for i, date in enumerate(dates, first):
+        path = folder / f"f{i:03d} name with spaces.fits"
+        write_fits(path, make_frame(kinds[i % 3], 227, 50 + i), **{"DATE-OBS": date})
+        t = time.time() - 60
+        os.utime(path, (t, t))
+        out.append(path)
+    return out
+
+
+@pytest.fixture(scope="session")
+def model(runtime_model, tmp_path_factory) -> str:
+    """The test model's graph with a card that alerts on some of :data:`DATES`' frames.
+
+    The random network says about 0.5 everywhere; labels in the other order and a
+    threshold between the frames' probabilities make half of them ``Shutter`` alerts.
+    """
+    import onnx
+
+    from frameqc.runtime.engine.pipeline import Classifier
+    from frameqc.runtime.model.peek import read_card
+
+    source = Path(runtime_model["int8"])
+    card = read_card(source).with_(labels=("OK", "Shutter"), alerts=("Shutter",))
+    target = source.with_name("alerts.int8.onnx")  # beside it: the same weights file
+
+    def write(card) -> None:
+        proto = onnx.load(str(source), load_external_data=False)
+        del proto.metadata_props[:]
+        for key, value in card.to_metadata().items():
+            proto.metadata_props.add(key=key, value=value)
+        onnx.save(proto, str(target))
+
+    write(card)
+    frames = _frames(tmp_path_factory.mktemp("probe"))
+    clf = Classifier.load(target, threads=1)
+    p = sorted((r.decision.probabilities["Shutter"] for r in clf.run(
+        (str(f), str(f)) for f in frames)), reverse=True)
+    assert p[2] > p[3] and p[2] > 0.5, p
+    write(card.with_(threshold=(p[2] + max(p[3], 0.5)) / 2))
+    return str(target)
+
+
+def _ns(date_obs: str) -> int:
+    from frameqc.runtime.sinks.influx import timestamp_ns
+
+    return timestamp_ns(date_obs)
+
+
+def _wait(predicate, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"waited {seconds} s for {what}")
+
+
+# -- line protocol --------------------------------------------------------------------------
+
+def test_awkward_values_come_back_as_they_were(db):
+    from frameqc.runtime.sinks.influx import line, post, write_url
+
+    rec = {"path": '/data/a b,c=d "q" \\x.fits', "label": "Bad frame, really", "index": 1,
+           "probability": 0.75, "probabilities": {"Bad frame, really": 0.75, "OK=": 0.25},
+           "doubtful": False, "date_obs": "2026-07-08T22:00:00Z", "night": "2026-07-08",
+           "model": "0123456789ab", "precision": "int8", "seconds": 1}
+    failed = {"path": "/data/line\nbreak.fits", "error": 'cannot read "it"',
+              "model": "0123456789ab", "precision": "int8"}
+    url, headers = write_url(db.write_url)
+    post(url, headers, [line(rec, {"site": "La Palma"}), line(failed, {"site": "La Palma"})])
+    rows = sorted(db.rows('SELECT * FROM "frameqc"'), key=lambda r: r["time"])
+    assert len(rows) == 2
+    got = rows[0] if rows[0].get("label") else rows[1]
+    assert got["path"] == rec["path"] and got["label"] == rec["label"]
+    assert got["site"] == "La Palma" and got["p_OK="] == 0.25 and got["seconds"] == 1.0
+    assert got["time"] == _ns("2026-07-08T22:00:00Z") and got["doubtful"] is False
+    bad = rows[1] if got is rows[0] else rows[0]
+    assert bad["error"] == 'cannot read "it"' and bad["path"] == "/data/line break.fits"
+    assert bad["label"] is None
+    tags = {r[0] for r in db.query('SHOW TAG KEYS FROM "frameqc"')[0]["values"]}
+    assert tags == {"label", "model", "precision", "site"}  # never the path
+
+
+def test_format_influx_lines_are_what_influxdb_takes(model, tmp_path, db):
+    frames = _frames(tmp_path / "in", DATES[:3])
+    code, out, err = run_cli("classify", "--model", model, "-f", "influx",
+                             "--influx-tag", "instrument=IOO", *map(str, frames))
+    assert code == 0, err
+    assert len(out.splitlines()) == 3 and all(ln.startswith("frameqc,") for ln in
+                                              out.splitlines())
+    req = urllib.request.Request(f"{db.write_url}&precision=ns", data=out.encode(),
+                                 method="POST")
+    urllib.request.urlopen(req, timeout=10).close()
+    rows = db.rows('SELECT * FROM "frameqc" WHERE "instrument" = \'IOO\'')
+    assert sorted(r["time"] for r in rows) == [_ns(d) for d in DATES[:3]]
+
+
+# -- watch to InfluxDB ------------------------------------------------------------------------
+
+def test_watch_writes_one_point_per_frame(model, tmp_path, db):
+    frames = _frames(tmp_path / "in")
+    code, out, err = run_cli("watch", "--model", model, "--once", "-f",
+                             "json", "--state", str(tmp_path / "state"), "--influx",
+                             db.write_url, "--influx-tag", "instrument=IOO", str(tmp_path / "in"))
+    assert code == 0, err
+    assert err == ""  # nothing to report: every point went
+    recs = {r["path"]: r for r in map(json.loads, out.splitlines())}
+    rows = db.rows('SELECT * FROM "frameqc"')
+    assert len(rows) == len(frames) == len(recs)
+    for row in rows:
+        rec = recs[row["path"]]
+        assert row["time"] == _ns(rec["date_obs"])
+        assert (row["label"], row["model"], row["precision"], row["instrument"]) == (
+            rec["label"], rec["model"], rec["precision"], "IOO")
+        assert row["probability"] == pytest.approx(rec["probability"])
+        assert row["p_Shutter"] == pytest.approx(rec["probabilities"]["Shutter"])
+        assert row["p_OK"] == pytest.approx(rec["probabilities"]["OK"])
+        assert row["doubtful"] is rec["doubtful"] and row["seconds"] == rec["seconds"]
+        assert row["index"] == rec["index"] and row["night"] == "2026-07-08"
+
+
+def _documented_queries() -> dict[str, str]:
+    text = (ROOT / "docs" / "grafana.md").read_text()
+    return dict(re.findall(r"<!-- query: (.+?) -->\n```sql\n(.+?)\n```", text))
+
+
+def _grafana(query: str, start: str, end: str) -> str:
+    """``$timeFilter`` as Grafana expands it for a dashboard's range."""
+    return query.replace("$timeFilter", f"time >= {_ns(start)} and time <= {_ns(end)}")
+
+
+def test_the_documented_grafana_queries(model, tmp_path, db):
+    queries = _documented_queries()
+    assert set(queries) == {"frames per hour", "alerts per hour", "frames per hour by label",
+                            "alert probability", "last alerts"}
+    _frames(tmp_path / "in")
+    code, out, err = run_cli("watch", "--model", model, "--once", "-f",
+                             "json", "--state", str(tmp_path / "state"), "--influx",
+                             db.write_url, str(tmp_path / "in"))
+    assert code == 0, err
+    recs = sorted(map(json.loads, out.splitlines()), key=lambda r: r["date_obs"])
+    alerts = [r for r in recs if r["label"] == "Shutter"]
+    assert 0 < len(alerts) < len(recs)  # the test model says both
+    night = ("2026-07-08T22:00:00Z", "2026-07-08T23:59:59Z")
+
+    def run(name: str) -> list[dict]:
+        return db.rows(_grafana(queries[name], *night))
+
+    hours = [_ns("2026-07-08T22:00:00Z"), _ns("2026-07-08T23:00:00Z")]
+    per_hour = [sum(r["date_obs"][11:13] == h for r in recs) for h in ("22", "23")]
+    assert [(r["time"], r["frames"]) for r in run("frames per hour")] == list(
+        zip(hours, per_hour, strict=True))
+    alerts_per_hour = [sum(r["date_obs"][11:13] == h for r in alerts) for h in ("22", "23")]
+    assert [r["alerts"] for r in run("alerts per hour")] == alerts_per_hour
+    by_label = run("frames per hour by label")
+    assert {(r["label"], r["time"]): r["frames"] for r in by_label if r["frames"]} == {
+        (label, h): n for label in ("Shutter", "OK") for h, hh in zip(hours, ("22", "23"),
+                                                                        strict=True)
+        if (n := sum(r["label"] == label and r["date_obs"][11:13] == hh for r in recs))}
+    probs = run("alert probability")
+    assert [r["p_Shutter"] for r in probs] == pytest.approx(
+        [r["probabilities"]["Shutter"] for r in recs])
+    assert all(r["p_Wobble"] is None for r in probs)  # not a label of this model
+    last = run("last alerts")
+    assert [r["path"] for r in last] == [r["path"] for r in reversed(alerts)]
+    assert all(r["label"] == "Shutter" for r in last)
+
+
+def _count(db: Influx) -> int:
+    try:
+        series = db.query('SELECT count("probability") FROM "frameqc"')
+    except OSError:
+        return 0
+    return series[0]["values"][0][1] if series else 0
+
+
+def test_influxdb_down_mid_watch_loses_no_point(model, tmp_path, db):
+    """The promise: spooled while InfluxDB is down, resent when it returns, none lost."""
+    incoming, log = tmp_path / "in", tmp_path / "watch.log"
+    _frames(incoming, DATES[:2])
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "frameqc.runtime.cli", "watch", "--model",
+             model, "--interval", "0.2", "--settle", "0.5", "--state",
+             str(tmp_path / "state"), "--log", str(log), "--influx", db.write_url,
+             str(incoming)], stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    spool = Path(f"{log}.influx-spool")
+    try:
+        _wait(lambda: _count(db) == 2, 60, "the first two points")
+        db.stop()
+        _frames(incoming, DATES[2:], first=2)
+        _wait(lambda: log.exists() and len(log.read_text().splitlines()) == len(DATES), 60,
+              "the frames decided while InfluxDB is down")
+        _wait(lambda: spool.exists() and len(spool.read_text().splitlines()) == 4, 30,
+              "the points spooled")
+        db.start()
+        _wait(lambda: _count(db) == len(DATES), 90, "the spool resent")
+        _wait(lambda: spool.read_text() == "", 10, "the spool emptied")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    said = (tmp_path / "stderr").read_text()
+    assert said.count("is not taking points") == 1 and "answers again" in said
+    times = sorted(r["time"] for r in db.rows('SELECT "path" FROM "frameqc"'))
+    assert times == [_ns(d) for d in DATES]
+
+
+def test_a_cron_run_spools_and_the_next_one_resends(model, tmp_path, db):
+    log = tmp_path / "classify.log"
+    frames = _frames(tmp_path / "in", DATES[:3])
+    argv = ["classify", "--model", model, "--log", str(log),
+            "--influx", db.write_url]
+    db.stop()
+    code, out, err = run_cli(*argv, *map(str, frames[:2]))
+    assert code == 0 and len(out.splitlines()) == 2  # decisions printed regardless
+    assert "2 waiting in" in err and len(err.splitlines()) == 2, err
+    db.start()
+    code, out, err = run_cli(*argv, str(frames[2]))
+    assert code == 0 and err == ""
+    assert _count(db) == 3 and Path(f"{log}.influx-spool").read_text() == ""
+
+
+def test_an_unwritable_spool_counts_the_loss(tmp_path):
+    from frameqc.runtime.sinks.sender import InfluxSender
+
+    (tmp_path / "file").write_text("a file, not a folder (root may write anywhere else)")
+    port = _free_port()  # nobody listens there
+    err = _Lines()
+    sender = InfluxSender(f"http://127.0.0.1:{port}/write?db=x", tmp_path / "file" / "spool",
+                          err=err, flush_every=0.05)
+    rec = {"path": "a.fits", "label": "OK", "probability": 0.9, "model": "m",
+           "precision": "fp32"}
+    for _ in range(5):
+        sender(rec, {})
+    sender.close()
+    assert sender.lost == 5 and sender.sent == 0
+    assert "cannot write the spool" in err.text and err.text.endswith("5 lost\n")
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+    def flush(self) -> None:
+        pass
+
+
+# -- options ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--influx", "sdb:8086"], "wants an http(s) URL"),
+    (["--influx", "http://sdb:8086/"], "not a write URL"),
+    (["--influx", "http://sdb:8086/write"], "needs ?db=DATABASE"),
+    (["--influx", "http://sdb:8086/api/v2/write?org=lt&bucket=f"], "FRAMEQC_INFLUX_TOKEN"),
+    (["--influx-tag", "instrument"], "wants KEY=VALUE"),
+    (["--influx-tag", "path=x"], "a field of every point"),
+    (["--on-alert", "no-such-program-frameqc"], "no such program"),
+    (["--on-alert", "'unclosed"], "--on-alert"),
+])
+def test_bad_options_are_one_line(model, fits_dir, argv, says):
+    code, out, err = run_cli("classify", "--model", model, *argv,
+                             str(fits_dir / "prebinned_227.fits"))
+    assert code == 2 and out == "" and says in err and len(err.splitlines()) == 1, err
+
+
+# -- alert hooks --------------------------------------------------------------------------------
+
+RECORDER = """#!/bin/sh
+n=$(ls "$1" | wc -l)
+cat > "$1/call-$n.json"
+env | grep '^FRAMEQC_' | sort > "$1/call-$n.env"
+"""
+
+
+@pytest.fixture()
+def recorder(tmp_path):
+    """A hook that keeps each call's stdin and FRAMEQC_* variables in a folder."""
+    script, calls = tmp_path / "record.sh", tmp_path / "calls"
+    script.write_text(RECORDER)
+    script.chmod(0o755)
+    calls.mkdir()
+
+    def read() -> list[tuple[dict, dict]]:
+        out = []
+        for n in range(len(list(calls.glob("*.json")))):
+            env = dict(ln.split("=", 1) for ln in
+                       (calls / f"call-{2 * n}.env").read_text().splitlines())
+            out.append((json.loads((calls / f"call-{2 * n}.json").read_text()), env))
+        return out
+
+    return f"{script} {calls}", read
+
+
+def test_a_hook_gets_each_alert_as_json_and_variables(model, tmp_path, recorder):
+    cmd, calls = recorder
+    frames = _frames(tmp_path / "in")
+    code, out, err = run_cli("classify", "--model", model, "-f", "json",
+                             "--on-alert", cmd, *map(str, frames))
+    assert code == 0 and err == "", err
+    recs = [json.loads(ln) for ln in out.splitlines()]
+    alerts = [r for r in recs if r["label"] == "Shutter"]
+    got = calls()
+    assert [rec for rec, _ in got] == alerts and alerts
+    streaks = _streaks(recs)
+    for rec, env in got:
+        assert env["FRAMEQC_PATH"] == rec["path"] and env["FRAMEQC_LABEL"] == "Shutter"
+        assert float(env["FRAMEQC_PROBABILITY"]) == rec["probability"]
+        assert env["FRAMEQC_MODEL"] == rec["model"]
+        assert env["FRAMEQC_STREAK"] == str(streaks[rec["path"]])
+        assert float(env["FRAMEQC_P_OK"]) == rec["probabilities"]["OK"]
+        assert env["FRAMEQC_DATE_OBS"] == rec["date_obs"]
+
+
+def _streaks(recs: list[dict]) -> dict[str, int]:
+    """Each alert's place in its run of consecutive alerts."""
+    out, run = {}, 0
+    for rec in recs:
+        run = run + 1 if rec["label"] == "Shutter" else 0
+        if run:
+            out[rec["path"]] = run
+    return out
+
+
+def _alert(i: int) -> dict:
+    return {"path": f"/f{i}.fits", "label": "Wobble", "probability": 0.9, "model": "m",
+            "precision": "int8"}
+
+
+def _good(i: int) -> dict:
+    return {"path": f"/f{i}.fits", "label": "OK", "probability": 0.9, "model": "m",
+            "precision": "int8"}
+
+
+def test_a_hanging_hook_never_delays_a_decision(tmp_path):
+    from frameqc.runtime.sinks.hooks import QUEUE_MAX, AlertHook
+
+    pidfile = tmp_path / "pid"
+    err = _Lines()
+    hook = AlertHook(f"sh -c 'sleep 60 & echo $! > {pidfile}; wait'", ("Wobble",),
+                     timeout=1.0, err=err)
+    start = time.perf_counter()
+    slowest = 0.0
+    for i in range(2000):  # far faster than any model decides
+        t = time.perf_counter()
+        hook(_alert(i), {})
+        slowest = max(slowest, time.perf_counter() - t)
+    took = time.perf_counter() - start
+    assert took < 1.0 and slowest < 0.05, (took, slowest)
+    assert hook.fired == 2000 and hook.dropped >= 2000 - QUEUE_MAX - 1
+    hook.close(wait=0)
+    _wait(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "the hook's child")
+    _wait(lambda: "timed out after 1 s (killed)" in err.text, 10, "the timeout")
+    child = int(pidfile.read_text())
+    _wait(lambda: not Path(f"/proc/{child}").exists()
+          or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2], 10,
+          "the hook's whole process group killed")
+    assert "alert hooks still waiting at exit were not run" in err.text
+    assert "hooks are waiting; alert for" in err.text
+
+
+def test_a_slow_hook_while_watch_decides(model, tmp_path):
+    """A hook that overruns its timeout on every alert; the watch ends on time regardless."""
+    frames = _frames(tmp_path / "in")
+    start = time.monotonic()
+    code, out, err = run_cli("watch", "--model", model, "--once",
+                             "--state", str(tmp_path / "state"), "-f", "json",
+                             "--on-alert", "sleep 60", "--alert-timeout", "1",
+                             str(tmp_path / "in"))
+    took = time.monotonic() - start
+    assert code == 0 and len(out.splitlines()) == len(frames)
+    assert err.count("timed out after 1 s (killed)") >= 1
+    assert took < 30, took
+
+
+def test_a_failing_hook_is_one_line_and_changes_nothing(model, fits_dir, tmp_path):
+    frames = _frames(tmp_path / "in")
+    code, out, err = run_cli("classify", "--model", model, "-f", "json",
+                             "--on-alert", "sh -c 'echo boom >&2; exit 3'",
+                             *map(str, frames))
+    alerts = [r for r in map(json.loads, out.splitlines()) if r["label"] == "Shutter"]
+    assert code == 0 and len(out.splitlines()) == len(frames)
+    lines = err.splitlines()
+    assert len(lines) == len(alerts) and all("exited with 3: boom" in ln for ln in lines)
+
+
+def test_alert_after_fires_once_per_streak(recorder):
+    from frameqc.runtime.sinks.hooks import AlertHook
+
+    cmd, calls = recorder
+    hook = AlertHook(cmd, ("Wobble", "Shutter"), after=3, err=_Lines())
+    failed = {"path": "/x.fits", "error": "truncated", "model": "m", "precision": "int8"}
+    seq = [_alert(0), _alert(1), _good(2),  # two alerts: no
+           _alert(3), _alert(4), failed, _alert(5),  # third in a row (a failure between)
+           _alert(6), _alert(7),  # the streak goes on: no second call
+           _good(8), _alert(9), _alert(10), _alert(11),  # ended by a good frame: again
+           _good(12)]
+    for rec in seq:
+        hook(rec, {})
+    hook.close()
+    got = calls()
+    assert [rec["path"] for rec, _ in got] == ["/f5.fits", "/f11.fits"]
+    assert [env["FRAMEQC_STREAK"] for _, env in got] == ["3", "3"]
+
+
+def test_a_card_without_alerts_says_the_hook_will_not_run():
+    from frameqc.runtime.sinks.hooks import AlertHook
+
+    err = _Lines()
+    hook = AlertHook("true", (), err=err)
+    hook(_alert(0), {})
+    hook.close()
+    assert hook.fired == 0 and "names no alert labels" in err.text
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+def test_serve_sends_points_runs_hooks_and_shows_its_sinks(model, tmp_path, db,
+                                                           recorder):
+    from serving import Server
+
+    cmd, calls = recorder
+    frames = _frames(tmp_path / "in")
+    server = Server(model, tmp_path / "s.sock", "--influx", db.write_url,
+                    "--on-alert", cmd, "--alert-after", "1")
+    try:
+        code, out, err = run_cli("classify", "--model", model,
+                                 "--socket", str(server.sock), "-f", "json",
+                                 *map(str, frames))
+        assert code == 0, err
+        recs = [json.loads(ln) for ln in out.splitlines()]
+        _wait(lambda: _count(db) == len(frames), 30, "the server's points")
+        alerts = [r for r in recs if r["label"] == "Shutter"]
+        starts = [p for p, n in _streaks(recs).items() if n == 1]  # --alert-after 1
+        assert len(starts) < len(alerts)  # the frames have a streak longer than 1
+        _wait(lambda: [r["path"] for r, _ in calls()] == starts, 30, "the server's hooks")
+        sinks = server.status()["sinks"]
+        assert sinks[0]["sink"] == "influx" and sinks[0]["sent"] == len(frames)
+        assert sinks[0]["down"] is None and sinks[0]["queue"] == 0
+        assert sinks[1]["sink"] == "on-alert" and sinks[1]["ran"] == len(starts)
+        code, text, _ = run_cli("status", "--socket", str(server.sock))
+        assert f"influx: queue 0, sent {len(frames)}" in text
+    finally:
+        assert server.stop() == 0
+
+
+def test_an_influxdb2_url_sends_the_token(tmp_path, monkeypatch):
+    """InfluxDB 1.6 has no v2 API: a real HTTP server on 127.0.0.1 takes the request."""
+    import http.server
+    import threading
+
+    from frameqc.runtime.sinks.sender import InfluxSender
+
+    seen: list[tuple[str, str, bytes]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.path, self.headers["Authorization"], body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("FRAMEQC_INFLUX_TOKEN", "s3cret")
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/api/v2/write?org=lt&bucket=frameqc"
+        sender = InfluxSender(url, tmp_path / "spool", err=_Lines(), flush_every=0.05)
+        sender(_good(1), {})
+        sender.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    (path, auth, body), = seen
+    assert path == "/api/v2/write?org=lt&bucket=frameqc&precision=ns"
+    assert auth == "Token s3cret" and body.startswith(b"frameqc,label=OK,model=m,precision=int8 ")
+    assert sender.sent == 1 and not (tmp_path / "spool").exists()
