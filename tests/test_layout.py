@@ -15,7 +15,7 @@ RUNTIME = ROOT / "runtime"
 
 #: The runtime's folders, lowest layer first: a module may import its own layer or lower.
 LAYERS = [("errors", "util"), ("data",), ("model",), ("engine",), ("output",),
-          ("serving",), ("lifecycle", "archive", "demo"), ("commands",), ("cli",)]
+          ("serving",), ("lifecycle", "archive", "demo", "web"), ("commands",), ("cli",)]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
 
