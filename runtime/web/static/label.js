@@ -232,7 +232,7 @@ function renderGrid() {
     const wrong = marked.has(i);
     return `<figure class="thumb ${wrong ? "wrong" : ""} ${k === gridCursor ? "cursor" : ""}" data-index="${i}">` +
       `<img src="/img/${i}/net" alt="">` +
-      `<figcaption><span>${(100 * f.p).toFixed(0)} %</span>` +
+      `<figcaption><span>${(100 * f.p).toFixed(1)} %</span>` +
       `<b>${wrong ? (other ? "→ " + esc(other) : "wrong") : esc(gridLabel)}</b></figcaption></figure>`;
   }).join("");
   for (const t of $("thumbs").children) {
