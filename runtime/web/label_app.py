@@ -23,10 +23,10 @@ from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from frameqc.runtime.errors import UsageError
@@ -40,32 +40,45 @@ def _static(name: str) -> str:
     return resources.files("frameqc.runtime.web").joinpath("static", name).read_text("utf-8")
 
 
-class TokenGate(BaseHTTPMiddleware):
-    """403 for any request without the session token (query, cookie, or POST header)."""
+class TokenGate:
+    """403 for any request without the session token (query, cookie, or POST header).
+
+    A plain ASGI middleware (Starlette's ``BaseHTTPMiddleware`` costs a task per request).
+    """
 
     def __init__(self, app: Any, token: str, cookie: str) -> None:
-        super().__init__(app)
-        self.token, self.cookie = token, cookie
+        self.app, self.token, self.cookie = app, token, cookie
 
     def _ok(self, value: str | None) -> bool:
         return value is not None and hmac.compare_digest(value.encode(), self.token.encode())
 
-    async def dispatch(self, request: Request, call_next: Any) -> Response:
-        if request.method == "POST":
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        by_query = self._ok(request.query_params.get("token"))
+        if scope["method"] == "POST":
             allowed = self._ok(request.headers.get("x-frameqc-token"))
         else:
-            allowed = (self._ok(request.query_params.get("token"))
-                       or self._ok(request.cookies.get(self.cookie)))
+            allowed = by_query or self._ok(request.cookies.get(self.cookie))
         if not allowed:
-            return Response("403 forbidden: open the URL with its ?token= that "
-                            "'frameqc label' printed\n", 403, media_type="text/plain")
-        response = await call_next(request)
-        if self._ok(request.query_params.get("token")):
-            response.set_cookie(self.cookie, self.token, httponly=True, samesite="strict")
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        return response
+            await Response("403 forbidden: open the URL with its ?token= that 'frameqc label' "
+                           "printed\n", 403, media_type="text/plain")(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.append("Cache-Control", "no-store")
+                headers.append("X-Content-Type-Options", "nosniff")
+                headers.append("Referrer-Policy", "no-referrer")
+                if by_query:
+                    headers.append("Set-Cookie", f"{self.cookie}={self.token}; HttpOnly; "
+                                                 "SameSite=Strict; Path=/")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def make_app(session: Session, token: str, order: str, cookie: str) -> Starlette:
@@ -94,8 +107,12 @@ def make_app(session: Session, token: str, order: str, cookie: str) -> Starlette
             "net", "view") else None
         if path is None:
             return Response("not found\n", 404, media_type="text/plain")
-        return FileResponse(path, media_type="image/png" if path.suffix == ".png"
-                            else "image/jpeg")
+        try:
+            data = path.read_bytes()  # small (tens of kB): one read, no streaming
+        except OSError:
+            return Response("not found\n", 404, media_type="text/plain")
+        return Response(data, media_type="image/png" if path.suffix == ".png"
+                        else "image/jpeg")
 
     async def labels(request: Request) -> Response:
         try:

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -223,9 +224,12 @@ class Session:
         facts: dict[int, dict[str, str]] = {}
         if progress:
             progress(len(self.entries))
+        first = todo[:1]  # alone: the page's first frame waits for no batch
         with open(self.cache_dir / "results.jsonl", "a") as cache:
-            for i, result in zip(todo, classifier.run(self._frames(todo, views, facts),
-                                                      batch_size), strict=True):
+            for i, result in zip(todo, chain(
+                    classifier.run(self._frames(first, views, facts), 1),
+                    classifier.run(self._frames(todo[1:], views, facts), batch_size)),
+                    strict=True):
                 rec = record(result, classifier.model.card)
                 entry = Entry(rec, facts.pop(i, {}))
                 name = self.keys[i]
