@@ -124,8 +124,8 @@ def main() -> int:
             t_first = time.perf_counter() - t0
             print(f"{args.frames} frames of {args.size}x{args.size}: URL printed after "
                   f"{t_url:.2f} s, first frame served after {t_first:.2f} s")
-            time.sleep(2)
-            state = client.get("/api/state").json()
+            while len((state := client.get("/api/state").json())["order"]) < 60:
+                time.sleep(0.5)
             busy = steps(client, token, state, 50, 0)
             print(f"while classifying ({state['counts']['classified']} done):")
             print(f"  next frame  {pct(busy[0])}")

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import run_cli
 
-COMMANDS = ["classify", "evaluate", "info", "bin", "serve", "status", "demo", "export", "train"]
+COMMANDS = ["classify", "evaluate", "label", "info", "bin", "serve", "status", "demo", "export",
+            "train"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

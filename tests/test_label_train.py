@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_cli
 from frameqc.runtime.data.synthetic import make_frame, write_fits
+
+from conftest import run_cli
 
 
 def test_train_reads_what_label_writes(tmp_path, monkeypatch):
