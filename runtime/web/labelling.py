@@ -66,22 +66,26 @@ def cache_key(path: str, model_id: str, precision: str) -> str:
 def header_facts(path: str) -> dict[str, str]:
     """DATE-OBS, OBJECT, EXPTIME and FILTER* from a FITS file's headers (image HDU first).
 
-    Only headers are read (astropy, lazily); anything else gives an empty dict.
+    Read with the reader's own header walk (no astropy: its card parsing would hold the
+    interpreter while the page waits); anything unreadable gives an empty dict.
     """
-    from astropy.io import fits
+    import gzip
 
-    facts: dict[str, str] = {}
+    from frameqc.runtime.data.reader import check_fits_sizes, max_pixels, open_regular
+
     try:
-        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            for hdu in hdul:
-                for key in FACTS:
-                    value = hdu.header.get(key)
-                    if value not in (None, "") and key not in facts:
-                        facts[key] = str(value).strip()
-                if hdu.header.get("NAXIS") == 2:
-                    break
-    except Exception:  # a frame astropy cannot read has no facts; the reader says why
+        with open_regular(path) as fh:
+            stream = gzip.GzipFile(fileobj=fh) if fh.read(2) == b"\x1f\x8b" else fh
+            fh.seek(0)
+            found = check_fits_sizes(stream, max_pixels())
+    except (FrameError, OSError, EOFError, ValueError):
         return {}
+    facts: dict[str, str] = {}
+    for cards in found or ():
+        for key in FACTS:
+            value = cards.get(key, "").strip().strip("'").strip()
+            if value and key not in facts:
+                facts[key] = value
     return facts
 
 
