@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import select
 import subprocess
 import sys
@@ -61,6 +62,12 @@ def pct(values: list[float]) -> str:
             f"max {ms.max():6.1f} ms  (n={len(ms)})")
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU time (Linux /proc): the server's own cost."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def steps(client: httpx.Client, token: str, state: dict, n: int, start: int
           ) -> tuple[list[float], list[float]]:
     """``n`` next-frame steps and ``n`` labels over the frames classified so far."""
@@ -86,6 +93,8 @@ def main() -> int:
     p.add_argument("--size", type=int, default=512, help="frame side in pixels (default 512)")
     p.add_argument("--work", type=Path, default=Path("/tmp/frameqc-label-bench"))
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--warm", action="store_true",
+                   help="keep the classification cache of an earlier run (labels are wiped)")
     args = p.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -94,6 +103,8 @@ def main() -> int:
     make_frames(frames, args.frames, args.size)
     out = work / "labels.csv"
     for old in work.glob("labels.csv*"):  # a cold start: no cache, no labels
+        if old.is_dir() and args.warm:
+            continue
         if old.is_dir():
             for f in old.iterdir():
                 f.unlink()
@@ -126,6 +137,8 @@ def main() -> int:
                   f"{t_url:.2f} s, first frame served after {t_first:.2f} s")
             while len((state := client.get("/api/state").json())["order"]) < 60:
                 time.sleep(0.5)
+            if state["done"]:
+                print("(warm start: every frame was classified already)")
             busy = steps(client, token, state, 50, 0)
             print(f"while classifying ({state['counts']['classified']} done):")
             print(f"  next frame  {pct(busy[0])}")
@@ -135,10 +148,14 @@ def main() -> int:
             t_all = time.perf_counter() - t0
             print(f"all {args.frames} classified after {t_all:.1f} s "
                   f"({args.frames / (t_all - t_first):.1f} frames/s after the first)")
+            cpu = cpu_seconds(proc.pid)
             idle = steps(client, token, state, 300, 50)
+            cpu = cpu_seconds(proc.pid) - cpu
             print("after classification:")
             print(f"  next frame  {pct(idle[0])}")
             print(f"  label       {pct(idle[1])}")
+            print(f"  server CPU per step (next frame + label): "
+                  f"{1000 * cpu / len(idle[0]):.1f} ms")
             t1 = time.perf_counter()
             client.get("/api/state").raise_for_status()
             ms = 1000 * (time.perf_counter() - t1)
