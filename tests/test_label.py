@@ -401,3 +401,17 @@ def test_uncertain_order_puts_doubtful_and_closest_first():
     key = [(not r["doubtful"], distance(r, ("Shutter", "OK"), ("Shutter",), 0.5))
            for r in recs]
     assert sorted(range(4), key=lambda i: key[i]) == [1, 3, 2, 0]
+
+
+def test_the_listening_socket_lets_asyncio_turn_nagle_off():
+    """asyncio sets TCP_NODELAY only on sockets whose proto is TCP: without it every
+    keep-alive answer waited ~40 ms for a delayed ACK (bench/label_bench.py)."""
+    import socket
+
+    from frameqc.runtime.web.label_app import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()

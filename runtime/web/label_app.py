@@ -138,7 +138,9 @@ def make_app(session: Session, token: str, order: str, cookie: str) -> Starlette
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before the URL is printed (port 0: any free port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP said, or asyncio leaves Nagle on for the connections (it sets TCP_NODELAY
+    # only where sock.proto is TCP): each keep-alive answer would then wait ~40 ms for an ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
