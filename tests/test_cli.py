@@ -8,8 +8,8 @@ import pytest
 
 from conftest import run_cli
 
-COMMANDS = ["classify", "evaluate", "info", "bin", "serve", "status", "demo", "export", "train",
-            "watch", "archive", "night"]
+COMMANDS = ["classify", "evaluate", "label", "info", "bin", "serve", "status", "demo", "export",
+            "train", "watch", "archive", "night"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

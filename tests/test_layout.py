@@ -15,7 +15,7 @@ RUNTIME = ROOT / "runtime"
 
 #: The runtime's folders, lowest layer first: a module may import its own layer or lower.
 LAYERS = [("errors", "util"), ("data",), ("model",), ("engine",), ("output", "sinks"),
-          ("serving",), ("lifecycle", "archive", "demo"), ("commands",), ("cli",)]
+          ("serving",), ("lifecycle", "archive", "demo", "web"), ("commands",), ("cli",)]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
 
@@ -145,3 +145,14 @@ def _server_reply(model, path: str) -> dict:
     finally:
         ours.close()
         handler.join(10)
+
+
+def test_every_package_is_installed():
+    """A sub-package missing from pyproject.toml works in a checkout and breaks `pip install .`."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {"frameqc.runtime." + ".".join(p.parent.relative_to(RUNTIME).parts)
+             for p in RUNTIME.rglob("__init__.py") if p.parent != RUNTIME}
+    assert found - listed == set()

@@ -12,8 +12,8 @@ from __future__ import annotations
 from importlib import import_module
 from types import ModuleType
 
-COMMANDS = ("classify", "watch", "serve", "status", "evaluate", "archive", "info", "bin",
-            "night", "demo")
+COMMANDS = ("classify", "watch", "serve", "status", "evaluate", "label", "archive", "info",
+            "bin", "night", "demo")
 PLUGIN_GROUP = "frameqc.commands"
 
 
