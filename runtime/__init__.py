@@ -8,10 +8,12 @@ encodings. The sub-packages are layers, each importing only from those listed be
     data/           reading frames, the one SOURCES grammar, binning, synthetic frames
     model/          the card, the decision rule, recipes (array -> tensor), the session
     engine/         the pipeline: Classifier, Result
-    output/         the one record definition, its encodings, where decisions go (Sink)
+    output/, sinks/ the one record definition, its encodings, where decisions go (Sink);
+                    InfluxDB points and alert hooks
     serving/        server, client, protocol, watch; Route (a server if one serves, else here)
-    lifecycle/, archive/, demo/
-                    labelled sets, evaluation, report; the Dask archive run; the demo
+    lifecycle/, archive/, demo/, web/
+                    labelled sets, evaluation, report, the night page; the Dask archive
+                    run; the demo; the labelling app
     commands/       one module per command, registered in COMMANDS
     cli             the entry point
 
