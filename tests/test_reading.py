@@ -354,3 +354,24 @@ def test_damaged_compressed_frames_say_no_library_advice():
     with pytest.raises(FrameError) as info:                # .verify('fix')."
         read_frame(bytes(packed))
     assert str(info.value) == "damaged FITS file (Unparsable card (TFORM1))"
+
+
+def test_reading_a_frame_leaves_pil_as_it_was(tmp_path, monkeypatch):
+    """The pixel limit is frameqc's own: other images in the process open as before."""
+    import io
+
+    from PIL import Image
+
+    from frameqc.runtime.data.reader import read_frame
+
+    before = Image.MAX_IMAGE_PIXELS
+    monkeypatch.setenv("FRAMEQC_MAX_PIXELS", "100000")
+    buf = io.BytesIO()
+    Image.new("RGB", (224, 224)).save(buf, format="PNG")
+    read_frame(buf.getvalue())
+    assert before == Image.MAX_IMAGE_PIXELS
+    big = io.BytesIO()
+    Image.new("RGB", (1000, 1000)).save(big, format="PNG")
+    with pytest.raises(FrameError, match="over the limit of 100000"):
+        read_frame(big.getvalue())
+    assert Image.open(io.BytesIO(big.getvalue())).size == (1000, 1000)

@@ -189,11 +189,14 @@ def _regular(mode: int) -> None:
 
 
 def _read_image(src: IO[bytes], limit: int) -> np.ndarray:
-    """A JPEG or PNG as RGB; its size is checked from its header before it is decoded."""
+    """A JPEG or PNG as RGB; its size is checked from its header before it is decoded.
+
+    PIL's own bomb limit (a process-wide setting) is left as it is: setting it to ours would
+    change every other image this process opens (a report's plots, a page's screenshots).
+    """
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    Image.MAX_IMAGE_PIXELS = limit
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
