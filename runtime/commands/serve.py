@@ -20,6 +20,8 @@ def add_parser(sub) -> None:
                     "the local socket by itself; --tcp also speaks the upstream wobble "
                     "protocol (8-byte big-endian length, image bytes -> 'label p').",
         epilog="examples:\n  frameqc serve --model /models/touse2.onnx &\n"
+               "  kill -HUP PID   # reload the model (also done when the model path names "
+               "a new file)\n"
                "  frameqc classify --model /models/touse2.onnx FRAME.fits   # answered by it\n"
                "  frameqc serve --model wobble.onnx --tcp 127.0.0.1:8225 --log serve.log\n\n"
                "default socket: $FRAMEQC_SOCKET, else $XDG_RUNTIME_DIR/frameqc.sock, "
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from frameqc.runtime.errors import UsageError
-    from frameqc.runtime.model.session import Model, resolve_model_path
+    from frameqc.runtime.model.session import resolve_model_path
     from frameqc.runtime.serving.protocol import default_socket
     from frameqc.runtime.serving.server import check_options, serve
 
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isdir(d):
             raise UsageError(f"--allow {d}: not a directory")
     check_options(args.tcp, args.log)
-    model = Model(resolve_model_path(args.model), threads=args.threads)
-    return serve(model, Path(args.socket) if args.socket else default_socket(), args.tcp,
-                 args.log, args.max_bytes, args.timeout, allow=tuple(args.allow or ()))
+    return serve(resolve_model_path(args.model),
+                 Path(args.socket) if args.socket else default_socket(), args.tcp,
+                 args.log, args.max_bytes, args.timeout, allow=tuple(args.allow or ()),
+                 threads=args.threads)

@@ -78,13 +78,10 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int | None = None,
-             binning: Binning | None = None, threshold: float | None = None,
-             frames: int | None = None) -> Classifier:
+             binning: Binning | None = None, threshold: float | None = None) -> Classifier:
         """Load an exported model (``.onnx`` beside its ``.onnx.data``) and its card.
 
-        ``frames`` says how many frames this process will classify (None: resident), so
-        the session is built for that kind of work (see :func:`~frameqc.runtime.model.
-        session.want_prepack`). The session is built in a thread while this one imports
+        The session is built in a thread while this one imports
         what classifying needs: onnxruntime releases the GIL while it builds, so a cold
         one-shot pays for the two at once. Every import happens in this thread, before
         and after the worker starts: numpy imported from two threads at once can fail
@@ -93,7 +90,7 @@ class Classifier:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=1) as pool:
-            loading = pool.submit(Model, path, threads, frames)
+            loading = pool.submit(Model, path, threads)
             import PIL.Image  # noqa: F401 -- what reading a frame may need, meanwhile
             return cls(loading.result(), binning, threshold)
 

@@ -84,7 +84,7 @@ class Route:
         from frameqc.runtime.output.record import record
 
         classifier = Classifier.load(resolve_model_path(self.model), self.threads,
-                                     self.binning, self.threshold, frames=len(paths))
+                                     self.binning, self.threshold)
         card = classifier.model.card
         self.labels = card.labels
         for result in classifier.run((p, p) for p in paths):
