@@ -181,7 +181,7 @@ def test_a_new_model_is_served_without_a_restart(runtime_model, tmp_path, fits_d
 def test_the_identity_is_taken_before_loading(runtime_model, tmp_path, monkeypatch):
     """A file replaced while the model loads must not pass as the file loaded."""
     from frameqc.runtime.model.session import Model
-    from frameqc.runtime.serving import server
+    from frameqc.runtime.serving import process
     from frameqc.runtime.serving.protocol import file_identity
 
     link = tmp_path / "model.onnx"
@@ -194,8 +194,8 @@ def test_the_identity_is_taken_before_loading(runtime_model, tmp_path, monkeypat
         tmp.replace(link)  # replaced while it loaded
         return model
 
-    monkeypatch.setattr(server, "Model", slow_model)
-    served = server.load_served(link, threads=1)
+    monkeypatch.setattr(process, "Model", slow_model)
+    served = process.load_served(link, threads=1)
     assert served.model.card.precision == "int8"
     assert served.identity == file_identity(runtime_model["int8"])
     assert served.identity != file_identity(link)  # the next look sees the change

@@ -24,19 +24,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import signal
 import socket
 import socketserver
-import stat
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
-
-import numpy as np
 
 from frameqc.runtime import __version__
 from frameqc.runtime.data.reader import max_pixels, open_regular
@@ -46,13 +42,21 @@ from frameqc.runtime.model.cpu import available_cpus
 from frameqc.runtime.model.session import Model
 from frameqc.runtime.output.formats import append_log, check_appendable
 from frameqc.runtime.output.record import record, tcp_reply
+from frameqc.runtime.serving.process import (
+    Served,
+    Signals,
+    claim_socket,
+    inode,
+    load_served,
+    parse_hostport,
+    remove_if_ours,
+)
 from frameqc.runtime.serving.protocol import (
     DEFAULT_MAX_BYTES,
     DEFAULT_TIMEOUT,
     LENGTH_BYTES,
     LineReader,
     file_identity,
-    peer_uid,
     prepare_socket_dir,
     recv_exact,
     send,
@@ -63,33 +67,6 @@ LOCAL_CLIENTS = 32  # local connections at once (cron one-shots, status, the hea
 TCP_CLIENTS = 32  # TCP connections at once: a limit of their own
 LOG_WARN_EVERY = 60.0  # seconds between two complaints about an unwritable --log
 CHECK_EVERY = 2.0  # seconds between two looks at the model file
-
-
-@dataclass(frozen=True)
-class Served:
-    """A loaded model and the file it came from; a request keeps one to its end."""
-
-    model: Model
-    identity: dict | None
-    classifier: Classifier
-
-    @property
-    def card(self):
-        return self.model.card
-
-
-def load_served(path: str | os.PathLike, threads: int | None = None) -> Served:
-    """Load the model at ``path``, its file's identity taken first.
-
-    The identity is taken before loading, and the file it names (the link resolved) is
-    what is loaded: a file replaced while loading shows as a change at the next look,
-    never as the model already loaded.
-    """
-    identity = file_identity(path)
-    model = Model(identity["path"] if identity else path, threads)
-    size = model.card.input_size
-    model.predict(np.zeros((1, 3, size, size), np.float32))  # warm up: the first run is slow
-    return Served(model, identity, Classifier(model))
 
 
 class Service:
@@ -353,45 +330,6 @@ class TCPServer(_Limited, socketserver.ThreadingMixIn, socketserver.TCPServer):
     busy = b"ERROR busy"
 
 
-def claim_socket(path: Path) -> None:
-    """Make way for a new socket: remove a stale one, refuse a live one or a non-socket.
-
-    A socket another user's process listens on (someone bound the path first) is named
-    as such; a stale one that cannot be removed is a one-line error, not a traceback.
-    """
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise UsageError(f"{path} exists and is not a socket; not touching it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(str(path))
-        owner = peer_uid(probe)
-    except OSError:
-        try:
-            path.unlink()  # nobody listens: left over from a server that died
-        except OSError as exc:
-            raise UsageError(f"{path} is a stale socket of uid {st.st_uid} that cannot be "
-                             f"removed ({exc.strerror}); give --socket another path") from None
-        return
-    finally:
-        probe.close()
-    if owner != os.getuid():
-        raise UsageError(f"{path} is held by another user's process (uid {owner}); not "
-                         "serving there: give --socket another path")
-    raise UsageError(f"a server is already listening on {path}")
-
-
-def parse_hostport(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
-        raise UsageError(f"--tcp wants HOST:PORT or PORT, not {value!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
 def check_options(tcp: str | None, log: str | None) -> tuple[str, int] | None:
     """What can be refused before the model is loaded or a socket bound: the options and
     the environment a request would otherwise trip over."""
@@ -416,7 +354,7 @@ def serve(model_path: str | os.PathLike, socket_path: Path, tcp: str | None = No
     hostport = check_options(tcp, log)
     service = Service(load_served(model_path, threads), log, max_bytes, timeout, err, allow,
                       path=model_path)
-    with _Signals() as signals:  # before the socket exists: once a client can connect,
+    with Signals() as signals:  # before the socket exists: once a client can connect,
         servers: list[socketserver.BaseServer] = []  # a signal must stop us
         prepare_socket_dir(socket_path)
         claim_socket(socket_path)
@@ -425,7 +363,7 @@ def serve(model_path: str | os.PathLike, socket_path: Path, tcp: str | None = No
             local = LocalServer(str(socket_path), LocalHandler)
         finally:
             os.umask(old_umask)
-        ours = _inode(socket_path)
+        ours = inode(socket_path)
         local.service = service
         servers.append(local)
         service.endpoints.append(f"unix:{socket_path}")
@@ -436,7 +374,7 @@ def serve(model_path: str | os.PathLike, socket_path: Path, tcp: str | None = No
                 remote = TCPServer((host, port), UpstreamHandler)
             except OSError as exc:
                 local.server_close()
-                _remove_if_ours(socket_path, ours)
+                remove_if_ours(socket_path, ours)
                 raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
             remote.service = service
             servers.append(remote)
@@ -463,63 +401,6 @@ def serve(model_path: str | os.PathLike, socket_path: Path, tcp: str | None = No
             for s in servers:
                 s.shutdown()
                 s.server_close()
-            _remove_if_ours(socket_path, ours)
+            remove_if_ours(socket_path, ours)
             err.write(f"frameqc serve: stopped after {service.requests} requests\n")
     return 0
-
-
-class _Signals:
-    """SIGTERM, SIGINT and SIGHUP as bytes on a pipe the main thread waits on.
-
-    Python runs a signal's handler in the main thread only, and only once that thread runs
-    again; a main thread blocked in a lock (``Event.wait()``) while the kernel delivered
-    the signal to another thread never did, and the signal was lost. The C-level handler
-    writes the signal's number to the wake-up pipe whichever thread it interrupted, so
-    the wait below always wakes.
-    """
-
-    WATCHED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-    def __enter__(self) -> _Signals:
-        self.stop = False
-        self.read_end, write_end = os.pipe()
-        os.set_blocking(self.read_end, False)
-        os.set_blocking(write_end, False)
-        self.write_end = write_end
-        self.old_fd = signal.set_wakeup_fd(write_end)
-        self.old = {sig: signal.signal(sig, self._handle) for sig in self.WATCHED}
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        """Nothing to do here: the signal's number on the pipe is what counts."""
-
-    def wait(self, timeout: float) -> set[int]:
-        """The signals that came within ``timeout`` seconds; ``stop`` set by SIGTERM/SIGINT."""
-        ready, _, _ = select.select([self.read_end], [], [], timeout)
-        came: set[int] = set()
-        with contextlib.suppress(BlockingIOError):
-            while ready and (data := os.read(self.read_end, 64)):
-                came.update(data)
-        self.stop = self.stop or bool(came & {signal.SIGTERM, signal.SIGINT})
-        return came
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self.old.items():
-            signal.signal(sig, old)
-        signal.set_wakeup_fd(self.old_fd)
-        os.close(self.read_end)
-        os.close(self.write_end)
-
-
-def _inode(path: Path) -> tuple[int, int] | None:
-    with contextlib.suppress(OSError):
-        st = os.lstat(path)
-        return st.st_dev, st.st_ino
-    return None
-
-
-def _remove_if_ours(path: Path, ours: tuple[int, int] | None) -> None:
-    """Remove the socket file only if it is still the one we bound: a newer server may
-    own the path now (ours removed by hand, theirs bound there)."""
-    if ours is not None and _inode(path) == ours:
-        path.unlink(missing_ok=True)
