@@ -30,7 +30,11 @@ def png_bytes(seed: int) -> bytes:
 
 
 class Server:
-    """A ``frameqc serve`` subprocess, waited for until its socket answers."""
+    """A ``frameqc serve`` subprocess, waited for until its socket answers.
+
+    It never outlives its test: a server that fails to start is killed, ``stop`` kills one
+    that ignores SIGTERM (and says so), and ``with Server(...)`` kills it whatever happens.
+    """
 
     def __init__(self, model: Path, sock: Path, *extra: str, env: dict | None = None,
                  user: int | None = None, preexec_fn=None) -> None:
@@ -42,16 +46,39 @@ class Server:
                  "--socket", str(sock), *extra], stdout=subprocess.DEVNULL, stderr=err,
                 env=None if env is None else {**os.environ, **env}, user=user,
                 preexec_fn=preexec_fn)
+        try:
+            self._wait_started()
+        except BaseException:
+            self.kill()
+            raise
+
+    def _wait_started(self) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()}")
-            with contextlib.suppress(OSError):
-                socket.socket(socket.AF_UNIX).connect(str(sock))
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(str(self.sock))
                 self.tcp_port = self._port()
                 return
             time.sleep(0.1)
         raise RuntimeError("server did not start")
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def internal_errors(self) -> list[str]:
+        """The log lines of handler crashes (``internal error``) and of any traceback."""
+        return [line for line in self.log.read_text().splitlines()
+                if "internal error" in line or "Traceback" in line]
 
     def _port(self) -> int | None:
         for _ in range(50):
@@ -70,10 +97,15 @@ class Server:
         text = Path(f"/proc/{self.proc.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+)", text).group(1))
 
-    def stop(self) -> int:
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Its exit status after ``sig``; killed (and an AssertionError) if it lives on."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"the server ignored signal {sig} for 30 s; killed") from None
 
 
 def upstream(port: int, payload: bytes, close_write: bool = False) -> bytes:

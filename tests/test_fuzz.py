@@ -169,7 +169,7 @@ def list_classifier(runtime_model, tmp_path_factory):
     d = tmp_path_factory.mktemp("fuzz-lists")
     write_fits(d / "good.fits", make_frame("good", 300, 1))
     (d / "text.fits").write_bytes(b"not a frame")
-    return Classifier.load(runtime_model["fp32"], frames=8), d
+    return Classifier.load(runtime_model["fp32"]), d
 
 
 LINE = st.one_of(
@@ -306,4 +306,4 @@ def test_server_after_fuzzing_is_alive_and_flat(fuzz_server):
     grown_mb = (fuzz_server.rss_kb() - fuzz_server.start_rss) / 1024
     print(f"server RSS grew {grown_mb:.0f} MiB over {status['requests']} fuzzed requests")
     assert grown_mb < 100
-    assert "Traceback" not in fuzz_server.log.read_text()
+    assert fuzz_server.internal_errors() == []

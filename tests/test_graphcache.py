@@ -32,62 +32,62 @@ def _entries(cache):
 def test_a_cached_graph_decides_bit_for_bit_as_a_fresh_one(cache, runtime_model, batch,
                                                            monkeypatch, precision):
     monkeypatch.setenv("FRAMEQC_GRAPH_CACHE", "off")
-    fresh = Model(runtime_model[precision], threads=1, frames=1)
+    fresh = Model(runtime_model[precision], threads=1)
     assert fresh.graph == "built" and not _entries(cache)
     want = fresh.predict(batch)
     monkeypatch.setenv("FRAMEQC_GRAPH_CACHE", "on")
-    first = Model(runtime_model[precision], threads=1, frames=1)
+    first = Model(runtime_model[precision], threads=1)
     assert first.graph == "built+saved" and len(_entries(cache)) == 1
-    later = Model(runtime_model[precision], threads=1, frames=1)
+    later = Model(runtime_model[precision], threads=1)
     assert later.graph == "cached"
     np.testing.assert_array_equal(first.predict(batch), want)
     np.testing.assert_array_equal(later.predict(batch), want)
 
 
 def test_damaged_and_foreign_entries_are_rebuilt(cache, runtime_model, batch):
-    want = Model(runtime_model["int8"], threads=1, frames=1).predict(batch)
+    want = Model(runtime_model["int8"], threads=1).predict(batch)
     entry = cache / _entries(cache)[0]
     with open(entry / graphcache.WEIGHTS, "r+b") as fh:  # a crash mid-copy: truncated
         fh.truncate(1000)
-    again = Model(runtime_model["int8"], threads=1, frames=1)
+    again = Model(runtime_model["int8"], threads=1)
     assert again.graph == "built+saved"
     np.testing.assert_array_equal(again.predict(batch), want)
     manifest = json.loads((entry / graphcache.MANIFEST).read_text())
     manifest["key"]["cpu"] = "another machine"
     (entry / graphcache.MANIFEST).write_text(json.dumps(manifest))
-    assert Model(runtime_model["int8"], threads=1, frames=1).graph == "built+saved"
-    assert Model(runtime_model["int8"], threads=1, frames=1).graph == "cached"
+    assert Model(runtime_model["int8"], threads=1).graph == "built+saved"
+    assert Model(runtime_model["int8"], threads=1).graph == "cached"
 
 
 def test_garbage_in_an_entry_is_never_loaded(cache, runtime_model, batch):
-    want = Model(runtime_model["int8"], threads=1, frames=1).predict(batch)
+    want = Model(runtime_model["int8"], threads=1).predict(batch)
     entry = cache / _entries(cache)[0]
     graph = entry / graphcache.GRAPH
     graph.write_bytes(b"\0" * graph.stat().st_size)  # right size, wrong bytes
-    again = Model(runtime_model["int8"], threads=1, frames=1)
+    again = Model(runtime_model["int8"], threads=1)
     assert again.graph == "built+saved"
     np.testing.assert_array_equal(again.predict(batch), want)
 
 
 def test_off_and_unwritable_caches_still_classify(cache, runtime_model, tmp_path, monkeypatch):
     monkeypatch.setenv("FRAMEQC_GRAPH_CACHE", "off")
-    assert Model(runtime_model["int8"], threads=1, frames=1).graph == "built"
+    assert Model(runtime_model["int8"], threads=1).graph == "built"
     assert not cache.exists()
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("FRAMEQC_GRAPH_CACHE", "on")
     monkeypatch.setenv("FRAMEQC_CACHE", str(blocker))
-    assert Model(runtime_model["int8"], threads=1, frames=1).graph == "built"
+    assert Model(runtime_model["int8"], threads=1).graph == "built"
 
 
 def test_a_new_model_file_gets_a_new_entry(cache, runtime_model, tmp_path):
-    Model(runtime_model["int8"], threads=1, frames=1)
+    Model(runtime_model["int8"], threads=1)
     copy = tmp_path / "copy.onnx"
     copy.write_bytes(runtime_model["int8"].read_bytes() + b"")
     for data in runtime_model["int8"].parent.glob(runtime_model["int8"].name + ".*.data"):
         os.link(data, tmp_path / data.name)
     os.utime(copy, ns=(1, 1))  # same bytes, another file: its own entry
-    assert Model(copy, threads=1, frames=1).graph == "built+saved"
+    assert Model(copy, threads=1).graph == "built+saved"
     assert len(_entries(cache)) == 2
 
 

@@ -100,19 +100,16 @@ def test_a_model_unsure_of_every_frame_is_judged_by_its_probabilities():
 
 # -- session options by kind of work ---------------------------------------------------------
 
-@pytest.mark.parametrize("precision,frames,expected", [
-    ("fp32", 1, False), ("fp32", 500, False), ("fp32", None, False),  # fp32 never gains
-    ("int8", 1, False), ("int8", 2, False), ("int8", 3, True), ("int8", None, True),
-])
-def test_prepacking_follows_the_work(monkeypatch, precision, frames, expected):
+@pytest.mark.parametrize("precision,expected", [("fp32", False), ("int8", True)])
+def test_prepacking_follows_the_model_alone(monkeypatch, precision, expected):
     from frameqc.runtime.model.session import want_prepack
 
     monkeypatch.delenv("FRAMEQC_PREPACK", raising=False)
-    assert want_prepack(precision, frames) is expected
+    assert want_prepack(precision) is expected
     monkeypatch.setenv("FRAMEQC_PREPACK", "on")
-    assert want_prepack(precision, frames) is True
+    assert want_prepack(precision) is True
     monkeypatch.setenv("FRAMEQC_PREPACK", "off")
-    assert want_prepack(precision, frames) is False
+    assert want_prepack(precision) is False
 
 
 def test_the_card_is_read_without_a_session(runtime_model, monkeypatch):
@@ -123,5 +120,5 @@ def test_the_card_is_read_without_a_session(runtime_model, monkeypatch):
     assert card.precision == "int8" and card.labels == ("Shutter", "OK")
     assert read_card(__file__) is None
     monkeypatch.delenv("FRAMEQC_PREPACK", raising=False)
-    assert Model(runtime_model["int8"], frames=1).prepacked is False
-    assert Model(runtime_model["int8"]).prepacked is True  # resident
+    assert Model(runtime_model["int8"]).prepacked is True
+    assert Model(runtime_model["fp32"]).prepacked is False

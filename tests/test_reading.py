@@ -188,7 +188,7 @@ def test_gzip_bomb_behind_64_empty_hdus_stays_small(runtime_model, tmp_path):
 def classifier(runtime_model):
     from frameqc.runtime.engine.pipeline import Classifier
 
-    return Classifier.load(runtime_model["fp32"], frames=8)
+    return Classifier.load(runtime_model["fp32"])
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,10 @@ def wobble_model(runtime_model, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def wobble_server(wobble_model, tmp_path_factory):
     sock = tmp_path_factory.mktemp("srv") / "wobble.sock"
-    server = Server(wobble_model, sock, "--tcp", "127.0.0.1:0", "--timeout", "1")
+    # an int8 model saved as one file: its card lies past what read_card reads (issue 17,
+    # "The model file"), so the prepack rule would take it for fp32; say what it is
+    server = Server(wobble_model, sock, "--tcp", "127.0.0.1:0", "--timeout", "1",
+                    env={"FRAMEQC_PREPACK": "on"})
     yield server
     server.stop()
 
@@ -145,7 +148,7 @@ def test_bad_local_requests_get_an_error_line(wobble_server, line):
         s.sendall(line)
         reply = json.loads(s.makefile("rb").readline())
     assert set(reply) == {"error"} and "\n" not in reply["error"]
-    assert "Traceback" not in wobble_server.log.read_text()
+    assert wobble_server.internal_errors() == []
     assert wobble_server.status()["pid"] == wobble_server.proc.pid
 
 
@@ -176,14 +179,16 @@ def test_classify_uses_the_server_and_stays_light(shutter_server, runtime_model,
     env = {"FRAMEQC_SOCKET": str(shutter_server.sock)}
     served = light_classify("--model", str(runtime_model["int8"]), "-f", "json", *paths, env=env)
     assert served.returncode == 1 and served.stderr.splitlines()[-1] == "heavy: "
-    assert "the server cannot read this file: no such file" in served.stderr
+    assert f"{paths[1]}: no such file" in served.stderr
     assert shutter_server.status()["frames"] == 2
     env_local = {"FRAMEQC_SOCKET": str(shutter_server.sock.with_name("none.sock"))}
     local = light_classify("--model", str(runtime_model["int8"]), "-f", "json", *paths,
                            env=env_local)
     assert local.returncode == 1 and "numpy" in local.stderr.splitlines()[-1]
     rows = [json.loads(line) for line in served.stdout.splitlines()]
-    assert rows[0] == {**json.loads(local.stdout.splitlines()[0]), "seconds": rows[0]["seconds"]}
+    here = [json.loads(line) for line in local.stdout.splitlines()]
+    assert rows == [{**h, "seconds": r["seconds"]} if "seconds" in h else h
+                    for r, h in zip(rows, here, strict=True)]
 
 
 def test_text_output_and_exit_code_match_local(shutter_server, runtime_model, fits_dir):
@@ -241,8 +246,7 @@ def test_start_handles_stale_live_and_foreign_files(runtime_model, tmp_path):
 def test_sigint_also_cleans_up(runtime_model, tmp_path):
     """Started with SIGINT ignored (as under a non-interactive shell's '&'): only serve's
     own handler, installed before the socket exists, can stop it."""
-    server = Server(runtime_model["int8"], tmp_path / "i.sock",
-                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    server.proc.send_signal(signal.SIGINT)
-    assert server.proc.wait(timeout=30) == 0 and not (tmp_path / "i.sock").exists()
-    assert "stopped after" in server.log.read_text()
+    with Server(runtime_model["int8"], tmp_path / "i.sock",
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) as server:
+        assert server.stop(signal.SIGINT) == 0 and not (tmp_path / "i.sock").exists()
+        assert "stopped after" in server.log.read_text()

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         pyplot()
     evaluations = []
     for k, path in enumerate(paths, 1):
-        classifier = Classifier.load(path, args.threads, frames=len(data))
+        classifier = Classifier.load(path, args.threads)
         progress = Progress(f"frames, {path} ({k}/{len(paths)})", len(data))
         evaluations.append(evaluate(classifier, data, args.mistakes if args.report else 0,
                                     name=str(path),

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
 
     from frameqc.runtime.model.session import Model
 
-    card = Model(args.model, threads=1, frames=0).card
+    card = Model(args.model, threads=1).card
     print(json.dumps(asdict(card), indent=2) if args.json
           else card.describe() + "\n\n" + card.advice())
     return EXIT_OK

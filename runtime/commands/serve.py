@@ -20,6 +20,8 @@ def add_parser(sub) -> None:
                     "the local socket by itself; --tcp also speaks the upstream wobble "
                     "protocol (8-byte big-endian length, image bytes -> 'label p').",
         epilog="examples:\n  frameqc serve --model /models/touse2.onnx &\n"
+               "  kill -HUP PID   # reload the model (also done when the model path names "
+               "a new file)\n"
                "  frameqc classify --model /models/touse2.onnx FRAME.fits   # answered by it\n"
                "  frameqc serve --model wobble.onnx --tcp 127.0.0.1:8225 --log serve.log\n\n"
                "default socket: $FRAMEQC_SOCKET, else $XDG_RUNTIME_DIR/frameqc.sock, "
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from frameqc.runtime.errors import UsageError
-    from frameqc.runtime.model.session import Model, resolve_model_path
+    from frameqc.runtime.model.session import resolve_model_path
     from frameqc.runtime.serving.protocol import default_socket
     from frameqc.runtime.serving.server import check_options, serve
     from frameqc.runtime.sinks import Extras
@@ -58,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     socket = Path(args.socket) if args.socket else default_socket()
     extras = Extras.from_args(args, path, args.log)
     try:
-        model = Model(path, threads=args.threads)
-        return serve(model, socket, args.tcp, args.log, args.max_bytes, args.timeout,
-                     allow=tuple(args.allow or ()), extras=extras.items)
+        return serve(path, socket, args.tcp, args.log, args.max_bytes, args.timeout,
+                     allow=tuple(args.allow or ()), threads=args.threads,
+                     extras=extras.items)
     finally:
         extras.close()

@@ -21,8 +21,10 @@ def add_parser(sub) -> None:
 def describe(status: dict) -> str:
     """A server's status as one line for a person."""
     card = status["card"]
+    reloads = status.get("reloads", 0)  # a server from before reloading has no count
     text = (f"frameqc {status['version']} pid {status['pid']} up {status['uptime']:.0f} s: "
-            f"{status['model']['path']} ({', '.join(card['labels'])}, {card['precision']}); "
+            f"{status['model']['path']} ({', '.join(card['labels'])}, {card['precision']}, "
+            f"model {status['model_id']}{f', reloaded {reloads}x' if reloads else ''}); "
             f"{status['requests']} requests, {status['frames']} frames, "
             f"{status['errors']} errors; {', '.join(status['endpoints'])}")
     for sink in status.get("sinks", ()):

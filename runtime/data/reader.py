@@ -66,8 +66,9 @@ class Frame:
                          "a 2-D image nor an (H, W, 3) uint8 RGB image")
 
 
-#: What :func:`read_frame` takes: a path, a file's bytes, or a frame already in memory.
-Source = str | Path | bytes | Frame
+#: What :func:`read_frame` takes: a path, a file's bytes, a file opened by
+#: :func:`open_regular`, or a frame already in memory.
+Source = str | Path | bytes | Frame | IO[bytes]
 
 GZIP, BZIP2 = "gzip", "bzip2"
 
@@ -109,7 +110,8 @@ def _packing(head: bytes) -> str | None:
 
 
 def read_frame(source: Source) -> Frame:
-    """Read a frame from a path or from the bytes of a file (a :class:`Frame` is returned).
+    """Read a frame from a path, a file's bytes, or a file from :func:`open_regular`
+    (read and closed); a :class:`Frame` is returned as it is.
 
     Raises
     ------
@@ -120,7 +122,13 @@ def read_frame(source: Source) -> Frame:
     if isinstance(source, Frame):
         return source
     limit = max_pixels()
-    with (io.BytesIO(source) if isinstance(source, bytes) else open_regular(source)) as fh:
+    if isinstance(source, bytes):
+        opened: IO[bytes] = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        opened = open_regular(source)
+    else:  # a file already opened by open_regular (checked where it was opened)
+        opened = source
+    with opened as fh:
         try:
             head = fh.read(4096)
             fh.seek(0)
@@ -156,13 +164,22 @@ def max_pixels() -> int:
     return int(value)
 
 
-def open_regular(path: str | os.PathLike) -> IO[bytes]:
+#: Why a file outside ``within`` (:func:`open_regular`) is refused.
+OUTSIDE = "not under a folder this server may read (serve --allow)"
+
+
+def open_regular(path: str | os.PathLike, within: tuple[str, ...] = ()) -> IO[bytes]:
     """Open a regular file for reading; anything else (FIFO, device, socket, folder) is refused.
 
     The file is opened without blocking and checked on the open descriptor, so a FIFO
     cannot hang the reader and nothing can be swapped in between the check and the read.
+    With ``within`` (real paths of folders), the file must lie under one of them: checked
+    on the path first (nothing outside is even opened), then on the descriptor's own path
+    (``/proc/self/fd``), so a link swapped in between the two cannot lead elsewhere.
     """
     try:
+        if within and not _under(os.path.realpath(path), within):
+            raise FrameError(OUTSIDE)
         _regular(os.stat(path).st_mode)  # a socket cannot even be opened: name it first
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
@@ -174,11 +191,25 @@ def open_regular(path: str | os.PathLike) -> IO[bytes]:
                          "character)") from None
     try:
         _regular(os.fstat(fd).st_mode)
+        if within and not _under(_opened_path(fd), within):
+            raise FrameError(OUTSIDE)
     except FrameError:
         os.close(fd)
         raise
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
+
+
+def _opened_path(fd: int) -> str:
+    """The real path of what ``fd`` has open, as the kernel resolved it."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc: nothing can be vouched for
+        return ""
+
+
+def _under(real: str, folders: tuple[str, ...]) -> bool:
+    return any(real == d or real.startswith(d.rstrip(os.sep) + os.sep) for d in folders)
 
 
 def _regular(mode: int) -> None:

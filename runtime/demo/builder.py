@@ -159,7 +159,7 @@ def run(out: TextIO = sys.stdout, err: TextIO = sys.stderr, directory: Path | No
         build_model(model_path, progress)
     frames = make_frames(root / "frames")
     t0 = time.perf_counter()
-    model = Model(model_path, frames=len(frames))
+    model = Model(model_path)
     load_s = time.perf_counter() - t0
     classifier = Classifier(model)
     rows, right = [], 0

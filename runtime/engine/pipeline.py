@@ -74,6 +74,7 @@ class Classifier:
                  threshold: float | None = None, card: ModelCard | None = None) -> None:
         self._model, card = (None, card) if isinstance(model, Future) else (model, model.card)
         self._loading = model if isinstance(model, Future) else None
+        self.card: ModelCard = card  # known before the session is built
         self.recipe = make_recipe(card.recipe, card.input_size,
                                   None if binning is None else parse_binning(binning))
         self.threshold = card.threshold if threshold is None else check_threshold(threshold)
@@ -87,25 +88,22 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int | None = None,
-             binning: Binning | None = None, threshold: float | None = None,
-             frames: int | None = None) -> Classifier:
+             binning: Binning | None = None, threshold: float | None = None) -> Classifier:
         """Load an exported model (``.onnx`` beside its ``.onnx.data``) and its card.
 
-        ``frames`` says how many frames this process will classify (None: resident), so
-        the session is built for that kind of work (see :func:`~frameqc.runtime.model.
-        session.want_prepack`). The card is read from the file first, and the session is
-        built in a thread while the first frames are read and prepared (onnxruntime
-        releases the GIL while it builds): a cold one-shot pays for the longer of the two,
-        not their sum. onnxruntime is imported before the thread starts: modules imported
-        from two threads at once can fail half-initialised.
+        The card is read from the file first, and the session is built in a thread while
+        the first frames are read and prepared (onnxruntime releases the GIL while it
+        builds): a cold one-shot pays for the longer of the two, not their sum.
+        onnxruntime is imported before the thread starts: modules imported from two
+        threads at once can fail half-initialised.
         """
         card = read_card(os.path.realpath(path)) if os.path.isfile(path) else None
         if card is None:  # Model says what is wrong with the file
-            return cls(Model(path, threads, frames), binning, threshold)
+            return cls(Model(path, threads), binning, threshold)
         import onnxruntime  # noqa: F401
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frameqc-session")
-        loading = pool.submit(Model, path, threads, frames)
+        loading = pool.submit(Model, path, threads)
         pool.shutdown(wait=False)
         return cls(loading, binning, threshold, card)
 
@@ -116,7 +114,7 @@ class Classifier:
 
     @property
     def labels(self) -> tuple[str, ...]:
-        return self.model.card.labels
+        return self.card.labels
 
     def _prepare_all(self, sources: list[tuple[str, Source]]) -> list[Result]:
         out = []

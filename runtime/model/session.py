@@ -26,29 +26,24 @@ from frameqc.runtime.util.text import first_line
 PREPACK_ENV = "FRAMEQC_PREPACK"  # auto (default), on, off
 
 
-def want_prepack(precision: str, frames: int | None) -> bool:
-    """Whether a session should prepack its weights, for a process that will see ``frames``.
+def want_prepack(precision: str) -> bool:
+    """Whether a session of a model of this precision prepacks its weights.
 
-    Prepacking rearranges the weights for the CPU's kernels while the session is built.
-    Measured here (vgg16, 2 cores): it costs 0.80 s for fp32 and 0.29 s for int8, and
-    pays back only for int8 (0.024 s a frame instead of 0.096 s; 0.16 s for a first frame
-    instead of 0.025 s). fp32 runs as fast unpacked (0.077 s a frame either way). So fp32
-    never prepacks, and int8 prepacks unless the process will see at most
-    ``INT8_UNPACKED_FRAMES`` frames (a cron one-shot); a resident process (``frames``
-    None) always does. ``$FRAMEQC_PREPACK`` = ``on`` or ``off`` overrides the rule.
+    Prepacking rearranges the weights for the CPU's kernels while the session is built,
+    and it changes the probabilities in their last digits; so it depends on the model
+    alone, never on the kind of process, and a frame gets the same digits from a
+    one-shot, a batch or the server. Measured here (vgg16, 2 cores): it costs 0.80 s for
+    fp32 and 0.29 s for int8, and pays back only for int8 (0.024 s a frame instead of
+    0.096 s); fp32 runs as fast unpacked (0.077 s a frame either way). So int8 prepacks
+    and fp32 does not. ``$FRAMEQC_PREPACK`` = ``on`` or ``off`` overrides the rule (set it
+    alike for the server and its clients).
     """
     choice = os.environ.get(PREPACK_ENV, "auto").lower()
     if choice in ("on", "off"):
         return choice == "on"
     if choice != "auto":
         raise UsageError(f"${PREPACK_ENV} must be auto, on or off, not {choice!r}")
-    if precision != "int8":
-        return False
-    return frames is None or frames > INT8_UNPACKED_FRAMES
-
-
-#: int8 runs of up to this many frames skip prepacking (see :func:`want_prepack`).
-INT8_UNPACKED_FRAMES = 2
+    return precision == "int8"
 
 
 def session_options(threads: int | None = None, prepack: bool = False, optimize: bool = True,
@@ -142,19 +137,15 @@ class Model:
         A ``.onnx`` file written by ``frameqc export`` (or ``frameqc demo``).
     threads : int, optional
         onnxruntime intra-op threads; default :func:`resolve_threads`.
-    frames : int, optional
-        How many frames this process will classify; None for a resident process. It
-        decides whether weights are prepacked (:func:`want_prepack`).
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None,
-                 frames: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such model file")
         real = os.path.realpath(self.path)  # its weights file is found beside it, not the link
         early = read_card(real)
-        self.prepacked = want_prepack(early.precision if early else "fp32", frames)
+        self.prepacked = want_prepack(early.precision if early else "fp32")
         self.threads = resolve_threads(threads)
         try:
             self.session, self.graph = _open_cached(real, self.threads, self.prepacked)
@@ -180,11 +171,23 @@ class Model:
 
         Calls are serialised: concurrent callers (server clients) queue for the CPUs
         instead of splitting them, so each answer comes as fast as it can.
+
+        A frame's probabilities do not depend on the frames beside it. An unpacked session
+        runs a batch of one through other kernels (matrix-vector products in the fully
+        connected layers) than a larger batch, with other last digits; so an unpacked
+        session runs every frame on its own, as a one-shot and a server's request do.
+        That costs a batch about 10 % (the fully connected weights are read once a frame);
+        running a lone frame twice instead would cost a cold one-shot a second inference.
+        A prepacked session (int8) runs the same kernels at any batch size.
         """
         import numpy as np
 
-        feed = {self.input_name: np.ascontiguousarray(batch, np.float32)}
+        tensor = np.ascontiguousarray(batch, np.float32)
         with self._lock:
-            return self.session.run([self.output_name], feed)[0]
+            if self.prepacked or len(tensor) == 1:
+                return self.session.run([self.output_name], {self.input_name: tensor})[0]
+            return np.concatenate([self.session.run([self.output_name],
+                                                    {self.input_name: tensor[i:i + 1]})[0]
+                                   for i in range(len(tensor))])
 
 

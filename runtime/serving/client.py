@@ -7,6 +7,7 @@ is run locally instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -40,6 +41,10 @@ class Untrusted(Exception):
         self.uid = uid
 
 
+class Refused(Exception):
+    """The server answered the greeting with an error line (``busy``: too many clients)."""
+
+
 class Connection:
     """One conversation with a server: its status, then classify requests."""
 
@@ -57,7 +62,17 @@ class Connection:
             raise
         self.sock.settimeout(REPLY_TIMEOUT)
         self.reader = self.sock.makefile("rb")
-        self.status = self.request({"op": "status"})
+        try:
+            # a busy server has said so and hung up: its line is still there to be read
+            with contextlib.suppress(OSError):
+                send(self.sock, {"op": "status"})
+            self.status = self.reply()
+        except BaseException:
+            self.close()
+            raise
+        if "error" in self.status:
+            self.close()
+            raise Refused(self.status["error"])
 
     def request(self, message: dict) -> dict:
         send(self.sock, message)
@@ -104,6 +119,11 @@ def connect(socket_path: str | None, model: str | None) -> Connection | None:
             raise UsageError(f"refusing the server on {path}: {exc}; nothing was sent to it"
                              ) from None
         print(f"frameqc: ignoring {path}: {exc}; classifying here", file=sys.stderr)
+        return None
+    except Refused as exc:
+        if insist:
+            raise UsageError(f"the server on {path} says: {exc}") from None
+        print(f"frameqc: the server on {path} says: {exc}; classifying here", file=sys.stderr)
         return None
     except (OSError, ValueError) as exc:
         if insist:

@@ -78,13 +78,13 @@ def trusted_uid(uid: int) -> bool:
 
 
 def file_identity(path: str | os.PathLike) -> dict | None:
-    """What tells one model file from another cheaply: real path, size, mtime."""
+    """What tells one model file from another cheaply: real path, inode, size, mtime."""
     try:
         real = os.path.realpath(path)
         st = os.stat(real)
     except OSError:
         return None
-    return {"path": real, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": real, "inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def send(sock: socket.socket, message: dict) -> None:

@@ -84,8 +84,8 @@ class Route:
         from frameqc.runtime.output.record import record
 
         classifier = Classifier.load(resolve_model_path(self.model), self.threads,
-                                     self.binning, self.threshold, frames=len(paths))
-        card = classifier.model.card
+                                     self.binning, self.threshold)
+        card = classifier.card
         self.labels = card.labels
         for result in classifier.run((p, p) for p in paths):
             yield record(result, card), result.timings, result

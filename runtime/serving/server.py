@@ -3,8 +3,16 @@
 Hardened where the upstream server was not: a limit on announced sizes, one deadline
 for each whole request (a client dripping bytes is dropped in time), concurrent clients
 (a bounded number decoding at once, inference serialised by the model), no request can
-stop the loop, clean shutdown on SIGTERM/SIGINT, a stale socket replaced, another
-user's socket never taken over, and the socket created with mode 0660.
+stop the loop, clean shutdown on SIGTERM/SIGINT (a wake-up pipe: a signal cannot be
+missed, whichever thread the kernel delivers it to), a stale socket replaced, another
+user's socket never taken over, the socket created with mode 0660 and removed only while
+it is still ours. Local and TCP clients have limits of their own, so TCP load never locks
+out the local one-shots or the health check; a client over its limit is told "busy" in
+its own protocol.
+
+The model is reloaded without a restart on SIGHUP, and when the served path (a
+``model.onnx`` link) comes to name another file: the new model is loaded beside the old
+one and takes over between requests; a request keeps the model it started with.
 
 Who may connect: the unix socket is 0660, so this user and the members of the socket's
 group; each can make the server read any file it can read, unless ``--allow DIR``
@@ -19,7 +27,6 @@ import os
 import signal
 import socket
 import socketserver
-import stat
 import sys
 import threading
 import time
@@ -28,9 +35,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
-
 from frameqc.runtime import __version__
+from frameqc.runtime.data.reader import max_pixels, open_regular
 from frameqc.runtime.engine.pipeline import Classifier, Result
 from frameqc.runtime.errors import FrameError, FrameQCError, UsageError
 from frameqc.runtime.model.cpu import available_cpus
@@ -38,45 +44,57 @@ from frameqc.runtime.model.session import Model
 from frameqc.runtime.output.formats import append_log, check_appendable
 from frameqc.runtime.output.record import record, tcp_reply
 from frameqc.runtime.output.sink import Extra
+from frameqc.runtime.serving.process import (
+    Served,
+    Signals,
+    claim_socket,
+    inode,
+    load_served,
+    parse_hostport,
+    remove_if_ours,
+)
 from frameqc.runtime.serving.protocol import (
     DEFAULT_MAX_BYTES,
     DEFAULT_TIMEOUT,
     LENGTH_BYTES,
     LineReader,
     file_identity,
-    peer_uid,
     prepare_socket_dir,
     recv_exact,
     send,
 )
 from frameqc.runtime.util.text import first_line, local_time
 
-MAX_CLIENTS = 32
+LOCAL_CLIENTS = 32  # local connections at once (cron one-shots, status, the health check)
+TCP_CLIENTS = 32  # TCP connections at once: a limit of their own
 LOG_WARN_EVERY = 60.0  # seconds between two complaints about an unwritable --log
+CHECK_EVERY = 2.0  # seconds between two looks at the model file
 
 
 class Service:
     """The resident model and the bookkeeping every handler shares."""
 
-    def __init__(self, model: Model, log: str | None, max_bytes: int, timeout: float,
-                 err: TextIO = sys.stderr, allow: tuple[str, ...] = (),
-                 extras: Sequence[Extra] = ()) -> None:
-        self.model, self.card = model, model.card
+    def __init__(self, model: Model | Served, log: str | None, max_bytes: int,
+                 timeout: float, err: TextIO = sys.stderr, allow: tuple[str, ...] = (),
+                 path: str | os.PathLike | None = None, extras: Sequence[Extra] = ()) -> None:
         self.extras = tuple(extras)  # --influx, --on-alert: each frame, and their health
+        self.served = model if isinstance(model, Served) else Served(
+            model, file_identity(model.path), Classifier(model))
+        self.path = path or self.served.model.path  # what is watched for a new model
         self.allow = tuple(os.path.realpath(d) for d in allow)
         # frames decoded at once: each may take up to $FRAMEQC_MAX_PIXELS float64 pixels,
         # so memory is bounded by this, not by the number of clients
         self.decoding = threading.BoundedSemaphore(available_cpus())
         self.log_failed_at = -LOG_WARN_EVERY
-        self.identity = file_identity(model.path)
-        self.classifier = Classifier(model)
         self.log, self.err = log, err
         self.max_bytes, self.timeout = max_bytes, timeout
         self.started = time.time()
-        self.requests = self.frames = self.errors = 0
-        self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self.requests = self.frames = self.errors = self.reloads = 0
         self._lock = threading.Lock()
         self.endpoints: list[str] = []
+        self._loading = threading.Lock()
+        self._seen: dict | None = None  # a new identity, loaded once it holds still
+        self._refused: dict | None = None  # a file that failed to load: not tried again
 
     def count(self, requests: int = 0, frames: int = 0, errors: int = 0) -> None:
         with self._lock:
@@ -85,36 +103,76 @@ class Service:
             self.errors += errors
 
     def status(self) -> dict:
-        return {"version": __version__, "pid": os.getpid(), "model": self.identity,
-                "model_id": self.card.model_id, "card": asdict(self.card),
+        served = self.served
+        return {"version": __version__, "pid": os.getpid(), "model": served.identity,
+                "model_id": served.card.model_id, "card": asdict(served.card),
                 "uptime": round(time.time() - self.started, 1),
                 "requests": self.requests, "frames": self.frames, "errors": self.errors,
-                "endpoints": self.endpoints,
+                "reloads": self.reloads, "endpoints": self.endpoints,
                 "sinks": [getattr(e, "health", dict)() for e in self.extras]}
 
     def classify(self, classifier: Classifier, source: str | bytes, name: str) -> Result:
-        """One frame, with at most as many frames decoding at once as there are CPUs."""
-        if isinstance(source, str) and not self.allowed(source):
-            return Result(name, error="not under a folder this server may read (serve --allow)")
+        """One frame, with at most as many frames decoding at once as there are CPUs.
+
+        Under ``--allow`` the file is opened here and checked on the open descriptor: what
+        is read is what was checked, whatever a client swaps in at the path meanwhile.
+        """
         with self.decoding:
+            if isinstance(source, str) and self.allow:
+                try:
+                    source = open_regular(source, within=self.allow)
+                except FrameError as exc:
+                    return Result(name, error=str(exc))
             return classifier.classify(source, name=name)
 
-    def allowed(self, path: str) -> bool:
-        if not self.allow:
-            return True
-        real = os.path.realpath(path)
-        return any(real == d or real.startswith(d.rstrip(os.sep) + os.sep) for d in self.allow)
-
-    def classifier_for(self, binning, threshold) -> Classifier:
+    @staticmethod
+    def classifier_for(served: Served, binning, threshold) -> Classifier:
         if binning is None and threshold is None:
-            return self.classifier
-        return Classifier(self.model, binning, threshold)  # it checks both, as the CLI does
+            return served.classifier
+        return Classifier(served.model, binning, threshold)  # it checks both, as the CLI does
+
+    def look(self) -> None:
+        """Reload when the served path names another file, once it has held still a look."""
+        now = file_identity(self.path)
+        if now is None or now == self.served.identity or now == self._refused:
+            self._seen = None
+            return
+        if now == self._seen:  # the same new file two looks running: not being written
+            self.reload("the model file changed")
+        self._seen = now
+
+    def reload(self, why: str) -> None:
+        """Load the model at the served path beside the current one, in a thread of its own;
+        requests go on with the current one until the new one is ready."""
+        if not self._loading.acquire(blocking=False):
+            return  # a reload is under way: it loads whatever the path names by then
+        threading.Thread(target=self._reload, args=(why,), daemon=True).start()
+
+    def _reload(self, why: str) -> None:
+        try:
+            old = self.served
+            try:
+                served = load_served(self.path, old.model.threads)
+            except FrameQCError as exc:
+                self._refused = file_identity(self.path)
+                self._say(f"{why}; cannot load {self.path} ({first_line(exc)}); still "
+                          f"serving {old.model.path}")
+                return
+            self.served, self._refused, self._seen = served, None, None
+            with self._lock:
+                self.reloads += 1
+            self._say(f"{why}; now serving {served.model.path} "
+                      f"({', '.join(served.card.labels)}; {served.card.precision})")
+        finally:
+            self._loading.release()
+
+    def _say(self, text: str) -> None:
+        self.err.write(f"{local_time()} frameqc serve: {text}\n")
+        self.err.flush()
 
     def note(self, client: str, rec: dict, timings: dict[str, float]) -> None:
         """One log line per frame: to --log as JSON, else a short line on stderr."""
         self.count(frames=1, errors="error" in rec)
-        for extra in self.extras:
-            extra(rec, timings)
         if self.log:
             try:
                 append_log(self.log, rec, timings, client=client)
@@ -131,13 +189,8 @@ class Service:
             self.err.write(f"{local_time()} {client} {rec['path']}: "
                            f"{what} ({sum(timings.values()):.3f} s)\n")
             self.err.flush()
-
-
-def _server_side(error: str) -> str:
-    """Say so when the server, not the file, is the problem (another user, another mount)."""
-    if error == "no such file" or error.startswith("cannot read"):
-        return f"the server cannot read this file: {error}"
-    return error
+        for extra in self.extras:
+            extra(rec, timings)
 
 
 class LocalHandler(socketserver.StreamRequestHandler):
@@ -182,12 +235,11 @@ class LocalHandler(socketserver.StreamRequestHandler):
         if not isinstance(paths, list) or not all(isinstance(p, str) and os.path.isabs(p)
                                                   for p in paths):
             raise UsageError("paths must be a list of absolute paths")
-        classifier = svc.classifier_for(request.get("bin"), request.get("threshold"))
+        served = svc.served  # this request's model, whatever a reload does meanwhile
+        classifier = svc.classifier_for(served, request.get("bin"), request.get("threshold"))
         for path in paths:
             result = svc.classify(classifier, path, path)
-            if result.error is not None:
-                result.error = _server_side(result.error)
-            rec = record(result, svc.card)
+            rec = record(result, served.card)  # as a local run writes it, error text included
             svc.note("unix", rec, result.timings)
             self.reply({"record": rec, "timings": result.timings})
         self.reply({"end": True})
@@ -215,11 +267,12 @@ class UpstreamHandler(socketserver.BaseRequestHandler):
             if size > svc.max_bytes:
                 raise FrameError(f"image of {size} bytes is over the limit of {svc.max_bytes}")
             data = recv_exact(sock, size, deadline)
-            result = svc.classify(svc.classifier, data, f"<{size} bytes from {client}>")
-            rec = record(result, svc.card)
+            served = svc.served
+            result = svc.classify(served.classifier, data, f"<{size} bytes from {client}>")
+            rec = record(result, served.card)
             svc.note(client, rec, result.timings)
             reply = tcp_reply(rec)
-        except FrameError as exc:
+        except FrameQCError as exc:
             svc.count(errors=1)
             reply = f"ERROR {exc}"
         except (OSError, ConnectionError) as exc:  # timeout, reset, truncated body
@@ -232,14 +285,24 @@ class UpstreamHandler(socketserver.BaseRequestHandler):
 
 
 class _Limited:
-    """Refuse connections beyond MAX_CLIENTS instead of queueing threads without bound."""
+    """Refuse connections beyond the server's limit instead of queueing threads without
+    bound, with a busy reply in the server's own protocol."""
 
     service: Service
+    limit: int
+    busy: bytes
+
+    def limit_clients(self) -> None:
+        self.slots = threading.BoundedSemaphore(self.limit)
 
     def process_request(self, request, client_address) -> None:
-        if not self.service.slots.acquire(blocking=False):
+        if not self.slots.acquire(blocking=False):
             try:
-                request.sendall(b"ERROR busy\n")
+                with contextlib.suppress(OSError):
+                    request.setblocking(False)
+                    request.sendall(self.busy)
+                    while request.recv(1 << 16):  # what the client sent already: read, so
+                        pass  # closing does not reset the connection before it reads this
             finally:
                 self.shutdown_request(request)
             return
@@ -249,7 +312,7 @@ class _Limited:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.service.slots.release()
+            self.slots.release()
 
     def handle_error(self, request, client_address) -> None:
         """A bug met by one request: one log line, the connection closed, the server on."""
@@ -261,113 +324,90 @@ class _Limited:
 
 class LocalServer(_Limited, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    limit = LOCAL_CLIENTS
+    busy = (json.dumps({"error": f"busy: {LOCAL_CLIENTS} local clients connected already; "
+                                 "try again"}) + "\n").encode()
 
 
 class TCPServer(_Limited, socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     allow_reuse_address = True
-
-
-def claim_socket(path: Path) -> None:
-    """Make way for a new socket: remove a stale one, refuse a live one or a non-socket.
-
-    A socket another user's process listens on (someone bound the path first) is named
-    as such; a stale one that cannot be removed is a one-line error, not a traceback.
-    """
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise UsageError(f"{path} exists and is not a socket; not touching it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(str(path))
-        owner = peer_uid(probe)
-    except OSError:
-        try:
-            path.unlink()  # nobody listens: left over from a server that died
-        except OSError as exc:
-            raise UsageError(f"{path} is a stale socket of uid {st.st_uid} that cannot be "
-                             f"removed ({exc.strerror}); give --socket another path") from None
-        return
-    finally:
-        probe.close()
-    if owner != os.getuid():
-        raise UsageError(f"{path} is held by another user's process (uid {owner}); not "
-                         "serving there: give --socket another path")
-    raise UsageError(f"a server is already listening on {path}")
-
-
-def parse_hostport(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
-        raise UsageError(f"--tcp wants HOST:PORT or PORT, not {value!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    limit = TCP_CLIENTS
+    busy = b"ERROR busy"
 
 
 def check_options(tcp: str | None, log: str | None) -> tuple[str, int] | None:
-    """What can be refused before the model is loaded or a socket bound."""
+    """What can be refused before the model is loaded or a socket bound: the options and
+    the environment a request would otherwise trip over."""
+    max_pixels()
     if log:
         check_appendable(log, "--log")
     return parse_hostport(tcp) if tcp else None
 
 
-def serve(model: Model, socket_path: Path, tcp: str | None = None, log: str | None = None,
-          max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT,
-          err: TextIO | None = None, allow: tuple[str, ...] = (),
+def serve(model_path: str | os.PathLike, socket_path: Path, tcp: str | None = None,
+          log: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+          timeout: float = DEFAULT_TIMEOUT, err: TextIO | None = None,
+          allow: tuple[str, ...] = (), threads: int | None = None,
           extras: Sequence[Extra] = ()) -> int:
-    """Serve until SIGTERM or SIGINT; the socket file is removed on the way out."""
+    """Serve until SIGTERM or SIGINT; the socket file is removed on the way out if ours.
+
+    SIGHUP reloads the model; so does the served path naming another file.
+    """
     import astropy.io.fits  # noqa: F401 -- imported here, once: a first import racing in
     import PIL.Image  # noqa: F401        two handler threads can fail half-initialised
 
     err = err or sys.stderr
     hostport = check_options(tcp, log)
-    service = Service(model, log, max_bytes, timeout, err, allow, extras)
-    size = model.card.input_size
-    model.predict(np.zeros((1, 3, size, size), np.float32))  # warm up: the first run is slow
-    # handlers before the socket exists: once a client can connect, a signal must stop us
-    # (where SIGINT starts ignored, one sent before this would be lost, and we would hang)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    servers: list[socketserver.BaseServer] = []
-    prepare_socket_dir(socket_path)
-    claim_socket(socket_path)
-    old_umask = os.umask(0o117)  # the socket is born 0660: no window with wider rights
-    try:
-        local = LocalServer(str(socket_path), LocalHandler)
-    finally:
-        os.umask(old_umask)
-    local.service = service
-    servers.append(local)
-    service.endpoints.append(f"unix:{socket_path}")
-    if hostport:
-        host, port = hostport
-        TCPServer.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    service = Service(load_served(model_path, threads), log, max_bytes, timeout, err, allow,
+                      path=model_path, extras=extras)
+    with Signals() as signals:  # before the socket exists: once a client can connect,
+        servers: list[socketserver.BaseServer] = []  # a signal must stop us
+        prepare_socket_dir(socket_path)
+        claim_socket(socket_path)
+        old_umask = os.umask(0o117)  # the socket is born 0660: no window with wider rights
         try:
-            remote = TCPServer((host, port), UpstreamHandler)
-        except OSError as exc:
-            local.server_close()
-            socket_path.unlink(missing_ok=True)
-            raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
-        remote.service = service
-        servers.append(remote)
-        service.endpoints.append(f"tcp:{host}:{remote.server_address[1]}")
-    threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2},
-                                daemon=True) for s in servers]
-    for t in threads:
-        t.start()
-    err.write(f"frameqc serve: {model.path} ({', '.join(model.card.labels)}; "
-              f"{model.card.precision}) on {', '.join(service.endpoints)}; pid {os.getpid()}\n")
-    err.flush()
-    try:
-        stop.wait()
-    finally:
+            local = LocalServer(str(socket_path), LocalHandler)
+        finally:
+            os.umask(old_umask)
+        ours = inode(socket_path)
+        local.service = service
+        servers.append(local)
+        service.endpoints.append(f"unix:{socket_path}")
+        if hostport:
+            host, port = hostport
+            TCPServer.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            try:
+                remote = TCPServer((host, port), UpstreamHandler)
+            except OSError as exc:
+                local.server_close()
+                remove_if_ours(socket_path, ours)
+                raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+            remote.service = service
+            servers.append(remote)
+            service.endpoints.append(f"tcp:{host}:{remote.server_address[1]}")
         for s in servers:
-            s.shutdown()
-            s.server_close()
-        socket_path.unlink(missing_ok=True)
-        err.write(f"frameqc serve: stopped after {service.requests} requests\n")
+            s.limit_clients()
+            threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2},
+                             daemon=True).start()
+        model = service.served.model
+        err.write(f"frameqc serve: {model.path} ({', '.join(model.card.labels)}; "
+                  f"{model.card.precision}) on {', '.join(service.endpoints)}; "
+                  f"pid {os.getpid()}\n")
+        err.flush()
+        try:
+            while not signals.stop:
+                came = signals.wait(CHECK_EVERY)
+                if signals.stop:
+                    break
+                if signal.SIGHUP in came:
+                    service.reload("SIGHUP")
+                else:
+                    service.look()
+        finally:
+            for s in servers:
+                s.shutdown()
+                s.server_close()
+            remove_if_ours(socket_path, ours)
+            err.write(f"frameqc serve: stopped after {service.requests} requests\n")
     return 0
