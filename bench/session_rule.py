@@ -1,13 +1,13 @@
-"""What one session rule for every process costs: prepacking by precision, a lone frame padded.
+"""What one session rule for every process costs: prepacking by precision, frames one by one.
 
 Since issue 17 a frame gets the same digits from a one-shot, a batch or the server: int8
 always prepacks (a one-shot of one or two frames did not), and an unpacked (fp32)
-session runs a lone frame as a batch of two (a batch of one takes other kernels). This
-prints what that costs, on this machine, now:
+session runs every frame of a batch on its own (a batch of one takes other kernels than
+a larger batch). This prints what that costs, on this machine, now:
 
     python bench/session_rule.py --model M.onnx --int8 M.int8.onnx --frame F.fits
 
-(a) the network's time for one frame, fp32, alone (1 row) and padded (2 rows);
+(a) the network's time per frame for fp32, a batch of 8 run whole and one by one;
 (b) int8 session build, first and later frames, unpacked and prepacked;
 (c) a cold ``frameqc classify`` of one frame, int8, with ``FRAMEQC_PREPACK=off`` (the old
     rule for one-shots) and with the rule (prepacked).
@@ -50,10 +50,12 @@ def main() -> None:
     x = Classifier(fp32).recipe.prepare(__import__(
         "frameqc.runtime.data.reader", fromlist=["read_frame"]).read_frame(args.frame)).tensor
     one = np.ascontiguousarray(x[None], np.float32)
+    eight = np.ascontiguousarray(np.repeat(one, 8, axis=0))
     run = fp32.session.run
-    alone = median_time(lambda: run([fp32.output_name], {fp32.input_name: one}), args.repeat)
-    padded = median_time(lambda: fp32.predict(one), args.repeat)
-    print(f"(a) fp32 network, one frame: alone {alone:.3f} s, padded to two {padded:.3f} s")
+    whole = median_time(lambda: run([fp32.output_name], {fp32.input_name: eight}), args.repeat)
+    each = median_time(lambda: fp32.predict(eight), args.repeat)
+    print(f"(a) fp32 network, per frame of a batch of 8: whole {whole / 8:.3f} s, "
+          f"one by one {each / 8:.3f} s")
 
     for setting in ("off", "on"):
         os.environ["FRAMEQC_PREPACK"] = setting

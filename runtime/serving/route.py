@@ -41,14 +41,15 @@ class Route:
     def __init__(self, model: str | os.PathLike | None = None, socket: str | None = None,
                  binning: str | int | None = None, threshold: float | None = None,
                  threads: int | None = None, local: bool = False) -> None:
-        from frameqc.runtime.model.card import parse_binning
-        from frameqc.runtime.model.decision import check_threshold
-
         if local and socket:
             raise UsageError("--preview saves what this process prepared; drop --socket")
-        if binning is not None:
+        if binning is not None:  # checked here, imported only then: the light path stays so
+            from frameqc.runtime.model.card import parse_binning
+
             parse_binning(binning)
         if threshold is not None:
+            from frameqc.runtime.model.decision import check_threshold
+
             check_threshold(threshold)
         self.model = model or os.environ.get(MODEL_ENV)
         self.socket, self.local = socket, local

@@ -75,9 +75,12 @@ class Extras:
 
 def tags(args: argparse.Namespace) -> dict[str, str]:
     """The operator's ``--influx-tag K=V`` pairs (for ``--influx`` and ``--format influx``)."""
+    given = getattr(args, "influx_tag", None)
+    if not given:  # the usual case imports nothing: a one-shot's path stays light
+        return {}
     from frameqc.runtime.sinks.influx import parse_tag
 
-    return dict(parse_tag(t) for t in getattr(args, "influx_tag", None) or ())
+    return dict(parse_tag(t) for t in given)
 
 
 def alert_labels(model: str | os.PathLike | None) -> tuple[str, ...]:

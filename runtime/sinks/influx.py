@@ -17,9 +17,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -123,6 +120,8 @@ def write_url(url: str) -> tuple[str, dict[str, str]]:
     takes them). InfluxDB 2: ``http://HOST:8086/api/v2/write?org=ORG&bucket=BUCKET`` with
     the token in ``$FRAMEQC_INFLUX_TOKEN``. The precision is always nanoseconds.
     """
+    import urllib.parse  # here, not at the top: --format influx and a one-shot stay light
+
     parts = urllib.parse.urlsplit(url)
     query = dict(urllib.parse.parse_qsl(parts.query))
     headers = {"Content-Type": "text/plain; charset=utf-8"}
@@ -158,6 +157,9 @@ class Down(Exception):
 def post(url: str, headers: dict[str, str], lines: Sequence[str],
          timeout: float = TIMEOUT) -> None:
     """Send points in one request; :class:`Refused` or :class:`Down` when they were not."""
+    import urllib.error
+    import urllib.request
+
     body = ("\n".join(lines) + "\n").encode()
     req = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
@@ -172,7 +174,8 @@ def post(url: str, headers: dict[str, str], lines: Sequence[str],
         raise Down(str(getattr(exc, "reason", None) or exc) or type(exc).__name__) from None
 
 
-def _reason(exc: urllib.error.HTTPError) -> str:
+def _reason(exc: Exception) -> str:
+    """The first line of what an HTTP error's body says."""
     try:
         text = exc.read().decode("utf-8", "replace").strip()
     except OSError:
