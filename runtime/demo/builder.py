@@ -88,7 +88,7 @@ def build_model(path: Path, progress: Progress, n_train: int = N_TRAIN) -> None:
     )
 
     t0 = time.perf_counter()
-    progress.say("building the demo model once (about 20 s; cached afterwards)")
+    progress.say("building the demo model once (under a minute; cached afterwards)")
     path.parent.mkdir(parents=True, exist_ok=True)
     staged, location = new_stage(path)
     data = staged.parent / location
