@@ -48,15 +48,15 @@ class Evaluation:
     labels: tuple[str, ...]
     alerts: tuple[str, ...]
     threshold: float
-    recipe: dict = field(default_factory=dict)  # the card's, to show frames as it saw them
-    input_size: int = 224
-    paths: list[str] = field(default_factory=list)
     truths: list[str] = field(default_factory=list)
     said: list[str] = field(default_factory=list)
     probabilities: list[list[float]] = field(default_factory=list)
     doubtful: list[bool] = field(default_factory=list)  # the record's flag, frame by frame
+    paths: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     mistakes: list[Mistake] = field(default_factory=list)
+    recipe: dict = field(default_factory=dict)  # the card's, to show frames as it saw them
+    input_size: int = 224
 
     @property
     def n(self) -> int:
@@ -137,8 +137,8 @@ def evaluate(classifier: Classifier, data: LabelledSet, keep_mistakes: int = 0,
     card = classifier.model.card
     data.check_labels(card.labels)
     ev = Evaluation(name or str(classifier.model.path), card.model_id, card.precision,
-                    card.labels, card.alerts, classifier.threshold, card.recipe,
-                    card.input_size)
+                    card.labels, card.alerts, classifier.threshold, recipe=card.recipe,
+                    input_size=card.input_size)
     results = classifier.run(data.paths)
     for done, (result, truth) in enumerate(zip(results, data.truths, strict=True), 1):
         if result.decision is None:
