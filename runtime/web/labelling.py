@@ -71,7 +71,8 @@ def header_facts(path: str) -> dict[str, str]:
     """
     import gzip
 
-    from frameqc.runtime.data.reader import check_fits_sizes, max_pixels, open_regular
+    from frameqc.runtime.data.fitswalk import check_fits_sizes
+    from frameqc.runtime.data.reader import max_pixels, open_regular
 
     try:
         with open_regular(path) as fh:
@@ -81,7 +82,7 @@ def header_facts(path: str) -> dict[str, str]:
     except (FrameError, OSError, EOFError, ValueError):
         return {}
     facts: dict[str, str] = {}
-    for cards in found or ():
+    for cards in (found.cards, found.primary) if found else ():
         for key in FACTS:
             value = cards.get(key, "").strip().strip("'").strip()
             if value and key not in facts:
