@@ -54,9 +54,11 @@ class Sink:
             files.prepare_dir(self.preview, "--preview")
 
     def start(self, labels: Sequence[str]) -> None:
-        """Open the output for a model's labels; kept if a second route takes over."""
+        """Open the output for a model's labels; kept if a second route takes over.
+
+        Destinations are refused by :meth:`check`, which a command calls before any work.
+        """
         if self.writer is None:
-            self.check()
             if self.sort_dir:
                 files.prepare_sort_dir(self.sort_dir, labels)
             self.writer = formats.Writer(self.fmt, self.out, self.err, labels, self.tags)
