@@ -36,7 +36,6 @@ Names are imported on first use, so ``import frameqc.runtime`` costs nothing.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
 
 __version__ = "0.1.0"
 
@@ -50,7 +49,7 @@ _API = {"Classifier": "engine.pipeline", "Result": "engine.pipeline",
 __all__ = ["__version__", *_API]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _API:
         return getattr(import_module(f".{_API[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 
 from run import child_stats, summary, vgg16_macs
@@ -25,12 +27,15 @@ def test_summary_median_and_p95():
     assert s["median_s"] == 10.5 and s["p95_s"] == 19.0 and s["min_s"] == 1.0
 
 
-def test_the_floor_builds_its_session_as_a_one_shot_does():
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_floor_builds_its_session_as_a_one_shot_does(precision):
     from floor import options
 
-    from frameqc.runtime.model.session import session_options
+    from frameqc.runtime.model.session import session_options, want_prepack
 
-    ours, theirs = options(2), session_options(2, prepack=False, optimize=False)
+    prepack = want_prepack(precision)
+    assert prepack == (precision == "int8")  # the rule the floor's caller follows
+    ours, theirs = options(2, prepack), session_options(2, prepack=prepack, optimize=False)
     for attr in ("intra_op_num_threads", "inter_op_num_threads", "execution_mode",
                  "graph_optimization_level", "log_severity_level"):
         assert getattr(ours, attr) == getattr(theirs, attr), attr

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--allow {d}: not a directory")
     check_options(args.tcp, args.log)
     path = resolve_model_path(args.model)
-    socket = Path(args.socket) if args.socket else default_socket()
+    socket = Path(args.socket or default_socket())
     extras = Extras.from_args(args, path, args.log)
     try:
         return serve(path, socket, args.tcp, args.log, args.max_bytes, args.timeout,

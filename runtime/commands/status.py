@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from frameqc.runtime.serving.client import connect
     from frameqc.runtime.serving.protocol import default_socket
 
-    conn = connect(str(args.socket or default_socket()), None)
+    conn = connect(args.socket or default_socket(), None)
     status = conn.status
     conn.close()
     print(json.dumps(status, indent=2) if args.json else describe(status))

@@ -19,10 +19,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from frameqc.runtime.errors import UsageError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 #: Names a folder walk picks up; single files are judged by their bytes.
 FRAME_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz",
@@ -41,6 +43,8 @@ def is_frame_name(name: str) -> bool:
 
 def list_frames(folder: str | os.PathLike) -> list[Path]:
     """The frames directly in ``folder`` (not in sub-folders), sorted: what ``watch`` sees."""
+    from pathlib import Path
+
     return sorted(p for p in Path(folder).iterdir() if is_frame_name(p.name) and p.is_file())
 
 

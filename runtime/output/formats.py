@@ -7,7 +7,6 @@ but the text line's and the error's.
 
 from __future__ import annotations
 
-import csv
 import fcntl
 import json
 import os
@@ -34,6 +33,8 @@ class Writer:
         self.tags = tags  # the operator's --influx-tag pairs, for the influx format
         self._csv = None
         if fmt == "csv":
+            import csv
+
             self._csv = csv.writer(out, lineterminator="\n")
             self._csv.writerow(columns(self.labels))
 

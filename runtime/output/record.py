@@ -12,7 +12,6 @@ A frame that could not be decided has a record of ``path``, ``error``, ``model``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -75,6 +74,8 @@ def night_of(date_obs: str | None) -> str | None:
     """
     if not date_obs:
         return None
+    from datetime import datetime, timedelta
+
     try:
         if "T" not in date_obs:
             return datetime.fromisoformat(date_obs.strip()[:10]).date().isoformat()

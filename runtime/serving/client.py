@@ -13,7 +13,6 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.serving.protocol import (
@@ -48,12 +47,12 @@ class Refused(Exception):
 class Connection:
     """One conversation with a server: its status, then classify requests."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | os.PathLike) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(CONNECT_TIMEOUT)
         try:
-            self.sock.connect(str(path))
+            self.sock.connect(os.fspath(path))
             uid = peer_uid(self.sock)  # before a byte is sent: frame paths are not for others
             if not trusted_uid(uid):
                 raise Untrusted(uid)
@@ -111,7 +110,7 @@ def connect(socket_path: str | None, model: str | None) -> Connection | None:
     otherwise); without it, the default socket is tried and None means "run locally".
     """
     insist = socket_path is not None
-    path = Path(socket_path) if insist else default_socket()
+    path = socket_path if insist else default_socket()
     try:
         conn = Connection(path)
     except Untrusted as exc:

@@ -4,7 +4,8 @@ The local (unix socket) protocol is JSON lines: a request line, then reply lines
 TCP protocol is the upstream mirror-wobble server's, byte for byte: an 8-byte big-endian
 length, the image bytes, and an ASCII ``<label> <probability:.3f>`` reply.
 
-This module imports nothing heavy: ``frameqc classify`` talking to a server stays light.
+This module imports nothing heavy (not even pathlib): ``frameqc classify`` talking to a
+server stays light.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 import socket
 import struct
 import time
-from pathlib import Path
 
 from frameqc.runtime.errors import UsageError
 
@@ -25,36 +25,41 @@ DEFAULT_MAX_BYTES = 64 << 20  # largest image the TCP protocol accepts
 DEFAULT_TIMEOUT = 30.0  # seconds a client may stay silent
 
 
-def default_socket() -> Path:
+def default_socket() -> str:
     """``$FRAMEQC_SOCKET``, else ``$XDG_RUNTIME_DIR/frameqc.sock``, else
     ``/tmp/frameqc-UID/frameqc.sock`` (a folder only its owner may enter: see
     :func:`private_dir`)."""
     if os.environ.get(SOCKET_ENV):
-        return Path(os.environ[SOCKET_ENV])
+        return os.environ[SOCKET_ENV]
     if os.environ.get("XDG_RUNTIME_DIR"):
-        return Path(os.environ["XDG_RUNTIME_DIR"]) / "frameqc.sock"
-    return Path(f"/tmp/frameqc-{os.getuid()}") / "frameqc.sock"
+        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "frameqc.sock")
+    return _tmp_socket()
 
 
-def prepare_socket_dir(path: Path) -> None:
+def _tmp_socket() -> str:
+    return f"/tmp/frameqc-{os.getuid()}/frameqc.sock"
+
+
+def prepare_socket_dir(path: str | os.PathLike) -> None:
     """The socket's folder: private when it is the default under /tmp, else made as asked."""
-    if path == Path(f"/tmp/frameqc-{os.getuid()}") / "frameqc.sock":
-        private_dir(path.parent)
+    folder = os.path.dirname(os.fspath(path))
+    if os.path.normpath(path) == _tmp_socket():
+        private_dir(folder)
     else:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder or ".", exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"cannot create {path.parent} ({exc.strerror or exc})") from None
+            raise UsageError(f"cannot create {folder} ({exc.strerror or exc})") from None
 
 
-def private_dir(path: Path) -> None:
+def private_dir(path: str | os.PathLike) -> None:
     """Make (or accept) ``path`` as a folder of this user's, mode 0700, for its socket.
 
     In a shared /tmp another user could create the folder first; one that is a link, is
     not ours, or lets others in is refused, never used.
     """
     try:
-        path.mkdir(mode=0o700)
+        os.mkdir(path, 0o700)
     except FileExistsError:
         pass
     except OSError as exc:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.model import MODEL_ENV
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from frameqc.runtime.engine.pipeline import Result
 
 #: What a route yields per frame: the record, the seconds of each step, and (when decided

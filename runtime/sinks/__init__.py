@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SPOOL_SUFFIX = ".influx-spool"
 
@@ -21,6 +23,8 @@ SPOOL_SUFFIX = ".influx-spool"
 def spool_beside(path: str | os.PathLike | None) -> Path:
     """Where undelivered points wait: beside ``path`` (the log or the watch state), else
     in the cache folder."""
+    from pathlib import Path
+
     from frameqc.runtime.util.paths import cache_dir
 
     if path is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
@@ -48,4 +47,6 @@ def local_time() -> str:
 
 def utc_now() -> str:
     """Now in UTC, ISO 8601 to the second: provenance and run names."""
+    from datetime import UTC, datetime
+
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
