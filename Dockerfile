@@ -13,12 +13,19 @@ COPY pyproject.toml README.md ./
 COPY runtime runtime
 COPY export export
 # sympy and mpmath come with onnxruntime for its offline tools only; inference never
-# imports them, and they are a fifth of the image.
+# imports them, and they are a fifth of the image. The libraries' own test suites go too
+# (astropy/tests stays: astropy imports it). Bytecode stays, checked against nothing (the
+# image never changes): without it every docker exec one-shot compiled numpy, onnxruntime
+# and frameqc from source, 0.18 s of a cold one-shot's 0.86 s here.
 RUN python -m venv /opt/frameqc \
  && /opt/frameqc/bin/pip install --no-cache-dir --disable-pip-version-check . \
  && /opt/frameqc/bin/pip uninstall -y -q sympy mpmath \
  && /opt/frameqc/bin/pip uninstall -y -q pip \
- && find /opt/frameqc -name __pycache__ -prune -exec rm -rf {} +
+ && find /opt/frameqc -type d -name tests -not -path "*/astropy/tests" -prune \
+        -exec rm -rf {} + \
+ && find /opt/frameqc -name __pycache__ -prune -exec rm -rf {} + \
+ && /opt/frameqc/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
+        /opt/frameqc/lib
 
 FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0

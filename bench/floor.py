@@ -11,7 +11,10 @@ process.
     python bench/floor.py GRAPH.onnx THREADS PREPACK(0|1)
 """
 
+import os
 import sys
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # as frameqc imports it
 
 import numpy as np
 import onnxruntime as ort

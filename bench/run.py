@@ -390,11 +390,14 @@ def docker_oneshots(image: str, model: Path, frame: Path, n: int) -> dict:
             time.sleep(0.2)
         else:
             raise RuntimeError("the container's server did not start")
-        walls = [child_stats(["docker", "exec", name, "frameqc", "classify",
-                              f"/data/incoming/{frame.name}"])[0] for _ in range(n)]
+        walls, bare = [], []
+        for _ in range(n):
+            walls.append(child_stats(["docker", "exec", name, "frameqc", "classify",
+                                      f"/data/incoming/{frame.name}"])[0])
+            bare.append(child_stats(["docker", "exec", name, "python", "-c", "pass"])[0])
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-    return summary(walls)
+    return summary(walls) | {"docker_exec_python": summary(bare)}
 
 
 def archive_rate(model: Path, frames: Path, n: int) -> dict:
@@ -447,6 +450,9 @@ def report(r: dict) -> str:
         d = r["docker_int8"]
         row("frameqc resident one-shot int8 via docker exec", d["median_s"], None,
             f"p95 {d['p95_s']:.3f}")
+        row("  docker exec of an empty interpreter, same container",
+            d["docker_exec_python"]["median_s"], None,
+            f"p95 {d['docker_exec_python']['p95_s']:.3f}")
     for k in ("int8", "fp32"):
         b = r[f"batch_{k}"]
         row(f"frameqc batch {k}, {b['frames']} frames", b["seconds"] / b["frames"],

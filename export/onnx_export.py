@@ -204,6 +204,9 @@ def quantize_int8(fp32: Path, card: ModelCard, calibration: list[np.ndarray],
     below ``min_agreement`` of decisions kept, away from the threshold, it is refused
     and nothing is written; the fp32 model is left as it is.
     """
+    from frameqc.runtime.model import import_onnxruntime
+
+    import_onnxruntime()  # before its quantization package: telemetry off
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,

@@ -90,3 +90,17 @@ def test_log_is_whole_with_concurrent_writers(tmp_path):
     assert len(entries) == 800
     assert {(e["writer"], e["i"]) for e in entries} == {(str(w), i) for w in range(4)
                                                          for i in range(200)}
+
+
+def test_a_one_shot_leaves_no_onnxruntime_telemetry(runtime_model, fits_dir, tmp_path):
+    """onnxruntime 1.32 writes a device id and an event database under ~/.cache (and sends
+    a ProcessInfo event) from every process, unless ORT_DISABLE_TELEMETRY is set before its
+    environment is created; where HOME cannot be written it printed a warning besides."""
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(HOME=str(tmp_path), FRAMEQC_SOCKET=str(tmp_path / "none.sock"),
+               XDG_CACHE_HOME=str(tmp_path / ".cache"), FRAMEQC_CACHE=str(tmp_path / "fq"))
+    out = subprocess.run([sys.executable, "-m", "frameqc.runtime.cli", "classify", "--model",
+                          str(runtime_model["fp32"]), str(fits_dir / "full_good.fits")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert not (tmp_path / ".cache" / "Microsoft").exists()

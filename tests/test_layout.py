@@ -67,6 +67,17 @@ def test_only_the_session_module_builds_sessions():
     assert sorted(builders) == ["bench/floor.py", "runtime/model/session.py"]
 
 
+def test_onnxruntime_is_imported_with_its_telemetry_off():
+    """Only model/__init__.py imports onnxruntime itself (after ORT_DISABLE_TELEMETRY):
+    an import anywhere else, run first, would let it write and send its telemetry."""
+    importers = []
+    for path in [*ROOT.glob("runtime/**/*.py"), *ROOT.glob("export/*.py")]:
+        text = path.read_text()
+        if "import onnxruntime" in text or "from onnxruntime import" in text:
+            importers.append(str(path.relative_to(ROOT)))
+    assert importers == ["runtime/model/__init__.py"]
+
+
 def test_no_module_is_a_god_module():
     sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
              for p in [*ROOT.glob("runtime/**/*.py"), *ROOT.glob("export/*.py")]}

@@ -17,6 +17,7 @@ import numpy as np
 
 from frameqc.runtime.data.reader import Frame, Source, read_frame
 from frameqc.runtime.errors import FrameError, FrameQCError
+from frameqc.runtime.model import import_onnxruntime
 from frameqc.runtime.model.card import Binning, ModelCard, parse_binning
 from frameqc.runtime.model.decision import Decision, check_threshold, decide
 from frameqc.runtime.model.peek import read_card
@@ -100,7 +101,7 @@ class Classifier:
         card = read_card(os.path.realpath(path)) if os.path.isfile(path) else None
         if card is None:  # Model says what is wrong with the file
             return cls(Model(path, threads), binning, threshold)
-        import onnxruntime  # noqa: F401
+        import_onnxruntime()
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frameqc-session")
         loading = pool.submit(Model, path, threads)

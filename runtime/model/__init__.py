@@ -1,5 +1,27 @@
 """The model: its card, its preparation recipes, its session and its decision rule."""
 
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
 #: The environment variable naming the model when ``--model`` is not given. Here, so that
 #: the light path of a one-shot answered by a server names it without loading anything.
 MODEL_ENV = "FRAMEQC_MODEL"
+#: onnxruntime's own opt-out of its telemetry, read when it is imported.
+TELEMETRY_ENV = "ORT_DISABLE_TELEMETRY"
+
+
+def import_onnxruntime() -> ModuleType:
+    """onnxruntime, imported with its telemetry off: how every frameqc module imports it.
+
+    onnxruntime 1.32 on Linux keeps a device id and an event database under ``~/.cache``
+    and uploads a ProcessInfo event from every process, unless ``$ORT_DISABLE_TELEMETRY``
+    is set before it is imported. frameqc runs at an observatory, often as a user with no
+    home (the image's), where every one-shot also printed a warning. An operator's own
+    setting of the variable is kept.
+    """
+    os.environ.setdefault(TELEMETRY_ENV, "1")
+    import onnxruntime
+
+    return onnxruntime

@@ -47,8 +47,9 @@ def _cpu() -> str:
 
 def key(model: str | os.PathLike) -> dict[str, object]:
     """What an entry must match: the model file, onnxruntime and this CPU."""
-    import onnxruntime as ort
+    from frameqc.runtime.model import import_onnxruntime
 
+    ort = import_onnxruntime()
     st = os.stat(model)
     if st.st_size <= _SMALL:
         digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()

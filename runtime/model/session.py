@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 from frameqc.runtime.errors import ModelError, UsageError
-from frameqc.runtime.model import MODEL_ENV
+from frameqc.runtime.model import MODEL_ENV, import_onnxruntime
 from frameqc.runtime.model.card import ModelCard
 from frameqc.runtime.model.cpu import resolve_threads
 from frameqc.runtime.model.peek import read_card
@@ -58,9 +58,8 @@ def session_options(threads: int | None = None, prepack: bool = False, optimize:
     :mod:`~frameqc.runtime.model.graphcache`) is loaded with ``optimize`` False; ``save``
     writes the optimised graph there, its weights beside it.
     """
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(3)  # warnings about telemetry are not for operators
+    ort = import_onnxruntime()
+    ort.set_default_logger_severity(3)
     ort.disable_telemetry_events()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = resolve_threads(threads)
@@ -84,8 +83,7 @@ def open_session(model: str | os.PathLike | bytes, threads: int | None = None,
                  prepack: bool = False, optimize: bool = True,
                  save: str | os.PathLike | None = None) -> Any:
     """An ``onnxruntime.InferenceSession`` on the CPU, from a path or serialized bytes."""
-    import onnxruntime as ort
-
+    ort = import_onnxruntime()
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, session_options(threads, prepack, optimize, save),
                                 providers=["CPUExecutionProvider"])
