@@ -75,6 +75,22 @@ def head_from_linear(w: np.ndarray, b: np.ndarray, hidden: int = 256) -> dict[st
             "classifier.6.3.weight": w2, "classifier.6.3.bias": np.zeros(n, np.float32)}
 
 
+def _release_freed_memory() -> None:
+    """Hand back to the system what the frame-making threads freed, before the network runs.
+
+    glibc keeps it in each thread's arena (as transparent huge pages, here), and the
+    features session then sits on top of it: 964 MB at the first run's peak instead of
+    926 MB with this, at no cost in time. Nothing to do where there is no glibc.
+    """
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
 def _training_tensor(recipe: AsinhRecipe, i: int) -> np.ndarray:
     """Training frame ``i``, prepared as the model will see it (its raw frame is dropped)."""
     frame = make_frame(KINDS[i % len(KINDS)], TRAIN_SIZE, TRAIN_SEED + i)
@@ -140,6 +156,7 @@ def _build(path: Path, progress: Progress, recipe: AsinhRecipe,
     for done, future in enumerate(tensors, 1):
         future.result()
         progress.say(f"  synthetic training frames {done}/{n_train}", done=done == n_train)
+    _release_freed_memory()
     session = open_session(staged, optimize=False)  # no optimised copies of the weights
     feats = []
     for i in range(0, n_train, FEATURE_BATCH):
