@@ -3,9 +3,11 @@
 The demo model has the real architecture (vgg16 + the transfer head). Its convolutions
 are random, as torchvision initialises them, and its head is fitted here by logistic
 regression on the features of synthetic good, shutter-failure and wobble frames, so its
-decisions are learnt, not scripted. It is built once and cached: about 20 s on two
-cores, as the frames are made in threads (numpy's random draws and array arithmetic
-release the GIL) while the main thread draws the weights and runs the network.
+decisions are learnt, not scripted. It is built once and cached: the first run takes
+about 20 s on two cores (18.7 s on this project's machine, 26.7 s with every step in
+turn), as the frames are made in threads (numpy releases the GIL in its random draws and
+array arithmetic, most of a frame's cost) while the main thread draws the weights, and
+while the model is saved and loaded.
 """
 
 from __future__ import annotations
@@ -109,8 +111,8 @@ def build_model(path: Path, progress: Progress, n_train: int = N_TRAIN,
     The training frames are made by ``pool`` (its own threads if None) while the main
     thread draws the weights; each keeps its own seed, so the model is the same bytes as
     when built one step after another. The network runs once they are all made: frames
-    drawn beside its session took 2 cores from its 2 threads (the features then took
-    longer than the frames they waited for) and 50-100 MB more at the peak. ``then`` is
+    drawn beside its session took the cores its 2 threads wait for each other on (the
+    first run took longer, not shorter) and 30-50 MB more at the peak. ``then`` is
     called once the features are computed, to put the pool to work on what follows
     (``run`` makes the demo frames there, while the head is fitted and the model saved
     and loaded).
