@@ -1,9 +1,11 @@
 """The runtime runs where torch cannot be imported, and never imports torch or export/."""
 
+import io
 import json
 import re
 import subprocess
 import sys
+from concurrent.futures import Executor, Future
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,26 @@ def test_runtime_sources_never_import_torch_or_export():
         text = path.read_text()
         assert not re.search(r"^\s*(import|from)\s+(torch|torchvision)\b", text, re.M), path
         assert "frameqc.export" not in text, path
+
+
+class _InTurn(Executor):
+    """Runs each task as it is submitted: the build one step after another."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_demo_model_is_the_same_bytes_built_in_threads_or_in_turn(tmp_path):
+    """Training frames made in threads finish in any order; the model must not show it."""
+    from frameqc.runtime.demo.builder import build_model
+    from frameqc.runtime.model.peek import read_card
+    from frameqc.runtime.util.progress import Progress
+
+    built = {}
+    for how, pool in (("threads", None), ("in turn", _InTurn())):
+        path = tmp_path / how.replace(" ", "-") / "demo.onnx"
+        build_model(path, Progress(stream=io.StringIO()), n_train=9, pool=pool)
+        built[how] = read_card(str(path)).weights_sha256  # of the weights file, head and all
+    assert built["threads"] == built["in turn"]

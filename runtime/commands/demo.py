@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
         "demo", help=HELP,
         description="Make synthetic IO:O frames (good, shutter failure, mirror wobble) and a "
                     "demo model of the real architecture, then classify them.",
-        epilog="example:\n  frameqc demo            # first run builds the model (~1 min)")
+        epilog="example:\n  frameqc demo            # first run builds the model (~20 s)")
     p.add_argument("--dir", help="where the model and frames go (default: ~/.cache/frameqc/demo)")
     p.add_argument("--rebuild", action="store_true", help="build the demo model again")
 
