@@ -4,10 +4,10 @@ The demo model has the real architecture (vgg16 + the transfer head). Its convol
 are random, as torchvision initialises them, and its head is fitted here by logistic
 regression on the features of synthetic good, shutter-failure and wobble frames, so its
 decisions are learnt, not scripted. It is built once and cached: the first run takes
-about 20 s on two cores (18.7 s on this project's machine, 26.7 s with every step in
-turn), as the frames are made in threads (numpy releases the GIL in its random draws and
-array arithmetic, most of a frame's cost) while the main thread draws the weights, and
-while the model is saved and loaded.
+under 20 s on two cores (17.8 s and 890 MB on this project's machine; 26.7 s with every
+step in turn and an unoptimised features session), as the frames are made in threads
+(numpy releases the GIL in its random draws and array arithmetic, most of a frame's
+cost) while the main thread draws the weights, and while the model is saved and loaded.
 """
 
 from __future__ import annotations
@@ -36,8 +36,11 @@ N_TRAIN = 60
 #: frame is binned 9x9): the same preparation, at 44 % of the cost to draw. (At 681 px,
 #: binned 3x3, the head fitted worse: 6 of 9 demo frames right instead of 8.)
 TRAIN_SIZE = 1365
-#: Frames per features batch: vgg16's first activations take 13 MB a frame.
-FEATURE_BATCH = 4
+#: Frames per features batch. One at a time through the optimised session: as fast a
+#: frame as 4 at a time (0.108 s against 0.111 s here), and the peak of the first run is
+#: 890 MB instead of 955-994 MB (vgg16's first activations take 13 MB a frame, more in
+#: the optimised layout).
+FEATURE_BATCH = 1
 TRAIN_SEED, DEMO_SEED = 10_000, 20_000
 #: Threads making frames: each holds one raw frame at a time (a 2048 px one peaks near
 #: 100 MB while drawn), and hands back a 600 KB tensor or a written file.
@@ -159,7 +162,9 @@ def _build(path: Path, progress: Progress, recipe: AsinhRecipe,
         future.result()
         progress.say(f"  synthetic training frames {done}/{n_train}", done=done == n_train)
     _release_freed_memory()
-    session = open_session(staged, optimize=False)  # no optimised copies of the weights
+    # optimised as every frameqc session is: 0.108 s a frame instead of 0.136 s, at 23 MB
+    # more (its reordered convolution weights; the fully connected ones are mapped)
+    session = open_session(staged)
     feats = []
     for i in range(0, n_train, FEATURE_BATCH):
         batch = np.stack([f.result() for f in tensors[i:i + FEATURE_BATCH]])
