@@ -130,11 +130,22 @@ def test_image_size_over_base(image):
 
 
 def test_classify_without_the_server(image, mounts):
+    """A cold one-shot as the image's user (no home): its line, and nothing on stderr
+    (onnxruntime's telemetry warned there that it could not keep its device id)."""
     models, incoming = mounts
     proc = docker("run", "--rm", "-v", f"{models}:/models:ro", "-v",
                   f"{incoming}:/data/incoming:ro", image, "frameqc", "classify",
                   "/data/incoming/fpacked.fits.fz")
     assert re.fullmatch(r"\d \d\.\d{3} \S+ /data/incoming/fpacked.fits.fz\n", proc.stdout)
+    assert proc.stderr == ""
+
+
+def test_image_keeps_its_bytecode(image):
+    """Every docker exec one-shot is a new interpreter: without bytecode it compiled
+    numpy, onnxruntime and frameqc from source each time."""
+    script = ("import os, numpy, onnxruntime, frameqc.runtime.cli as cli; "
+              "print(all(os.path.exists(m.__cached__) for m in (numpy, onnxruntime, cli)))")
+    assert docker("run", "--rm", image, "python", "-c", script).stdout.strip() == "True"
 
 
 def test_docker_stop_is_clean(image, mounts):
