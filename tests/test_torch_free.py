@@ -3,6 +3,7 @@
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 from concurrent.futures import Executor, Future
@@ -133,4 +134,5 @@ def test_demo_model_is_the_same_bytes_built_in_threads_or_in_turn(tmp_path):
         path = tmp_path / how.replace(" ", "-") / "demo.onnx"
         build_model(path, Progress(stream=io.StringIO()), n_train=9, pool=pool)
         built[how] = read_card(str(path)).weights_sha256  # of the weights file, head and all
+        shutil.rmtree(path.parent)  # 528 MB of weights: not kept with pytest's last runs
     assert built["threads"] == built["in turn"]
