@@ -370,3 +370,23 @@ def test_a_list_on_a_pipe_streams(runtime_model, small_dir, inproc, tmp_path):
         proc.wait()
         os.close(tty)
     assert sorted(r["path"] for r in rows(out)) == [p.strip() for p in paths]
+
+
+def test_one_run_at_a_time_per_out(runtime_model, small_dir, inproc, tmp_path):
+    """A second run on an OUT being written is refused in one line, naming the first;
+    two would each take the other's frames for not done and do them twice."""
+    from frameqc.runtime.archive.cluster import LOCK, holding
+
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = ("archive", "--model", str(runtime_model["int8"]), "-o", str(out), "--scheduler",
+            inproc, str(small_dir / "s_0.fits"))
+    with holding(out):  # as a run in another process holds it
+        code, _, err = run_cli(*argv)
+        assert code == 2 and not list(out.glob("part-*"))
+        assert err.strip().splitlines() == [
+            f"frameqc: {out} is being written by another frameqc archive run (pid "
+            f"{os.getpid()} on {os.uname().nodename}); wait for it to end, or choose another "
+            "folder"]
+    code, _, err = run_cli(*argv)  # released with the run that held it, lock file left
+    assert code == 0 and len(list(out.glob("part-*.parquet"))) == 1 and (out / LOCK).exists()

@@ -20,6 +20,10 @@ cluster (``dask scheduler``/``dask worker``, or dask-jobqueue on a batch system)
   that failed are tried again, and once the run is over their old error rows are removed
   (a frame keeps one row). Without ``--resume``, an OUT holding rows of this model is
   refused.
+- **One run per OUT**: a run holds a lock on ``OUT/.frameqc-archive.lock`` from before it
+  reads what OUT holds until its last part is in; a second run on the same OUT is refused
+  in one line (two runs would each think the other's frames not done and do them twice,
+  and a resume would remove the rows the other is writing).
 - **Failures**: a task that keeps failing (a full disk, a worker killed by a frame) is one
   line; the other tasks' work stays, and its frames are counted as lost (exit 1).
 
@@ -29,8 +33,11 @@ workers is in :mod:`frameqc.runtime.archive.tasks`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
+import socket
 import sys
 import time
 import uuid
@@ -55,6 +62,37 @@ BATCH = 16
 
 #: The name of a part file this command writes (:func:`part_name`); nothing else is read.
 PART = re.compile(r"part-\d{8}T\d{6}-[0-9a-f]{6}-\d{7}\.parquet")
+
+
+#: The lock a run holds on its OUT (hidden, so never taken for a part or a user's file).
+LOCK = ".frameqc-archive.lock"
+
+
+@contextlib.contextmanager
+def holding(out: Path) -> Iterator[None]:
+    """Hold ``out``'s lock for a run; a UsageError naming the holder when another run has it.
+
+    An ``flock`` on a file of its own: released by the kernel however the run ends (even
+    killed), so a stale lock file never blocks the next run. It names its holder.
+    """
+    path = out / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UsageError(f"-o {out}: cannot write there ({exc.strerror or exc})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise UsageError(f"{out} is being written by another frameqc archive run "
+                             f"({holder}); wait for it to end, or choose another folder"
+                             ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def part_name(run: str, i: int) -> str:
@@ -224,10 +262,6 @@ def archive(model: str | os.PathLike, out: str | os.PathLike, sources: list[str]
         refused.
     """
     require_dask()
-    from distributed import Client, LocalCluster, as_completed
-
-    from frameqc.runtime.archive.tasks import ModelPlugin, classify_batch
-    from frameqc.runtime.model.cpu import available_cpus
     from frameqc.runtime.model.peek import read_card
 
     err = err or sys.stderr
@@ -240,6 +274,18 @@ def archive(model: str | os.PathLike, out: str | os.PathLike, sources: list[str]
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"-o {out}: cannot create it ({exc.strerror or exc})") from None
+    with holding(out):
+        return _archive(model, card, out, sources, scheduler, workers, resume, batch, err)
+
+
+def _archive(model: str, card: ModelCard, out: Path, sources: list[str],
+             scheduler: str | None, workers: int | None, resume: bool, batch: int,
+             err: TextIO) -> Summary:
+    from distributed import Client, LocalCluster, as_completed
+
+    from frameqc.runtime.archive.tasks import ModelPlugin, classify_batch
+    from frameqc.runtime.model.cpu import available_cpus
+
     prev = previous(out, card.model_id, card.precision, err)
     if prev and not resume:
         raise UsageError(f"{out} already holds {len(prev)} frames for model {card.model_id} "
