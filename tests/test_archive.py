@@ -390,3 +390,22 @@ def test_one_run_at_a_time_per_out(runtime_model, small_dir, inproc, tmp_path):
             "folder"]
     code, _, err = run_cli(*argv)  # released with the run that held it, lock file left
     assert code == 0 and len(list(out.glob("part-*.parquet"))) == 1 and (out / LOCK).exists()
+
+
+def test_a_file_system_without_locks_is_said_and_the_run_goes_on(tmp_path, monkeypatch):
+    """NFS without lockd answers flock with ENOLCK: one line, not a traceback nor a refusal.
+    (No such file system here: flock is made to fail as it does there.)"""
+    import errno
+    import io
+
+    from frameqc.runtime.archive import cluster
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(cluster.fcntl, "flock", no_locks)
+    err, ran = io.StringIO(), []
+    with cluster.holding(tmp_path, err):
+        ran.append(True)
+    assert ran and err.getvalue() == (f"frameqc archive: cannot lock {tmp_path} (No locks "
+                                      "available); a second run on it would not be refused\n")

@@ -69,11 +69,12 @@ LOCK = ".frameqc-archive.lock"
 
 
 @contextlib.contextmanager
-def holding(out: Path) -> Iterator[None]:
+def holding(out: Path, err: TextIO | None = None) -> Iterator[None]:
     """Hold ``out``'s lock for a run; a UsageError naming the holder when another run has it.
 
     An ``flock`` on a file of its own: released by the kernel however the run ends (even
-    killed), so a stale lock file never blocks the next run. It names its holder.
+    killed), so a stale lock file never blocks the next run. It names its holder. On a
+    file system that keeps no locks the run goes on, and says so on ``err``.
     """
     path = out / LOCK
     try:
@@ -88,8 +89,13 @@ def holding(out: Path) -> Iterator[None]:
             raise UsageError(f"{out} is being written by another frameqc archive run "
                              f"({holder}); wait for it to end, or choose another folder"
                              ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError as exc:  # ENOLCK, EOPNOTSUPP: a file system without locks
+            _say(err or sys.stderr, f"cannot lock {out} "
+                                    f"({exc.strerror or exc}); a second run on it would not "
+                                    "be refused")
+        else:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
@@ -274,7 +280,7 @@ def archive(model: str | os.PathLike, out: str | os.PathLike, sources: list[str]
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"-o {out}: cannot create it ({exc.strerror or exc})") from None
-    with holding(out):
+    with holding(out, err):
         return _archive(model, card, out, sources, scheduler, workers, resume, batch, err)
 
 
