@@ -17,66 +17,22 @@ swings more than 5 % by itself). The load (``uptime``) is printed before and aft
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from influx import DB, Influx, free_port  # the tests' influxd, started the same way
 
 TARGET = 0.05
 _CLASSIFIERS: dict = {}  # one loaded model for every watch run
 _IDLE: dict[int, float] = {}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_influxd(root: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    conf = root / "influxdb.conf"
-    conf.write_text(f"""reporting-enabled = false
-bind-address = "127.0.0.1:{free_port()}"
-[meta]
-  dir = "{root / 'meta'}"
-[data]
-  dir = "{root / 'data'}"
-  wal-dir = "{root / 'wal'}"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  bind-address = "127.0.0.1:{port}"
-  log-enabled = false
-""")
-    with open(root / "influxd.log", "wb") as log:
-        proc = subprocess.Popen([shutil.which("influxd") or "/usr/bin/influxd", "-config",
-                                 str(conf)], stdout=log, stderr=log, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{url}/ping", timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    query(url, 'CREATE DATABASE "bench"')
-    return proc, url
-
-
-def query(url: str, q: str) -> dict:
-    data = urllib.parse.urlencode({"q": q, "db": "bench"}).encode()
-    with urllib.request.urlopen(f"{url}/query", data=data, timeout=30) as r:
-        return json.load(r)
 
 
 def make_model(work: Path) -> Path:
@@ -207,9 +163,11 @@ def main() -> int:
         folder = work / "frames"
         make_frames(folder, args.frames)
         (work / "influx").mkdir()
-        influxd, url = start_influxd(work / "influx")
-        down = f"http://127.0.0.1:{free_port()}/write?db=bench"
-        configs = {"off": None, "on": f"{url}/write?db=bench", "down": down}
+        influxd = Influx(work / "influx")
+        influxd.start()
+        influxd.query(f'CREATE DATABASE "{DB}"', db=None)
+        down = f"http://127.0.0.1:{free_port()}/write?db={DB}"
+        configs = {"off": None, "on": influxd.write_url, "down": down}
         results: dict[tuple[str, str], list[float]] = {}
         try:
             for mode, run in (("watch", watch_once), ("serve", serve_once)):
@@ -218,11 +176,10 @@ def main() -> int:
                     for name, target in configs.items():
                         results.setdefault((mode, name), []).append(
                             run(model, folder, work, target))
-            points = query(url, 'SELECT count("probability") FROM "frameqc"')
+            points = influxd.query('SELECT count("probability") FROM "frameqc"')
         finally:
-            os.killpg(influxd.pid, signal.SIGKILL)
-            influxd.wait(30)
-    sent = points["results"][0]["series"][0]["values"][0][1]
+            influxd.stop()
+    sent = points[0]["values"][0][1]
     print(f"{args.frames} frames (227x227, int8), median of {args.repeat}")
     print(f"{'':8}{'':14}{'off':>9}{'on':>9}{'down':>9}{'on cost':>10}{'down cost':>11}")
     ok = True
