@@ -7,6 +7,8 @@ import gzip
 import io
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,14 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
         except SystemExit as exc:
             code = exc.code
     return code, out.getvalue(), err.getvalue()
+
+
+def frameqc(*argv: str, env: dict | None = None, timeout: float = 120
+            ) -> subprocess.CompletedProcess:
+    """Run ``frameqc ARGV`` in a new process, stdin closed, ``env`` over this environment."""
+    return subprocess.run([sys.executable, "-m", "frameqc.runtime.cli", *argv],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
 
 
 def _spread_head(net, tensors: list[np.ndarray]) -> None:

@@ -25,17 +25,10 @@ from PIL import Image
 from frameqc.runtime.data.synthetic import make_frame, write_fits
 from frameqc.runtime.errors import FrameError, UsageError
 
-from conftest import run_cli
+from conftest import frameqc, run_cli
 from serving import Server, frame_payload, upstream
 
 NOBODY = 65534
-
-
-def frameqc(*argv: str, env: dict | None = None, timeout: float = 120
-            ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "frameqc.runtime.cli", *argv],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
 
 
 def one_line(err: str) -> bool:

@@ -9,8 +9,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,15 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import LABELS, run_cli
+from conftest import LABELS, frameqc, run_cli
 from serving import Server, frame_payload, png_bytes, upstream
-
-
-def frameqc(*argv: str, env: dict | None = None, timeout: float = 120
-            ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "frameqc.runtime.cli", *argv],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
 
 
 def unix(path: Path) -> socket.socket:

@@ -16,6 +16,7 @@ from distributed import get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from frameqc.runtime.output.record import arrow_schema, flat, record
+from frameqc.runtime.util.files import fsync_path
 
 PLUGIN = "frameqc-model"
 
@@ -41,17 +42,9 @@ class ModelPlugin(WorkerPlugin):
 
 def sync_and_rename(tmp: str, dest: str) -> None:
     """Flush ``tmp`` to disk, rename it to ``dest``, and flush the folder's entry."""
-    _fsync(tmp)
+    fsync_path(tmp)
     os.replace(tmp, dest)
-    _fsync(os.path.dirname(dest) or ".")
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(os.path.dirname(dest) or ".")
 
 
 def classify_batch(paths: list[str], out: str, part: str) -> dict:

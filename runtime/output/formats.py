@@ -7,7 +7,6 @@ but the text line's and the error's.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from typing import TextIO
 
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.output.record import columns, failed, flat, text_line
+from frameqc.runtime.util.files import append_whole
 from frameqc.runtime.util.text import local_time
 
 #: What ``--format`` offers (``evaluate`` prints figures, not records: text or json).
@@ -69,13 +69,7 @@ def log_line(rec: dict, timings: dict[str, float], **extra: object) -> bytes:
 def append_log(path: str | os.PathLike, rec: dict, timings: dict[str, float],
                **extra: object) -> None:
     """Append one JSON line per frame; a lock and one write keep concurrent writers whole."""
-    line = log_line(rec, timings, **extra)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    append_whole(path, log_line(rec, timings, **extra))
 
 
 def check_appendable(path: str | os.PathLike, option: str) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from frameqc.runtime.sinks.influx import TIMEOUT, Down, Refused, line, post, write_url
+from frameqc.runtime.util.files import append_whole
 
 BATCH = 500  # points per request
 FLUSH_EVERY = 1.0  # seconds a point may wait for its batch
@@ -38,12 +39,7 @@ class Spool:
     def append(self, lines: Iterable[str]) -> None:
         data = "".join(f"{ln}\n" for ln in lines).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+        append_whole(self.path, data)
 
     def pending(self) -> int:
         try:

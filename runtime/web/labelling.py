@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from frameqc.runtime.errors import FrameError, UsageError
+from frameqc.runtime.util.files import fsync_path
 
 #: The journal's label for a frame set aside as fitting no label (never written to the CSV).
 EXCLUDED = "(excluded)"
@@ -400,11 +401,7 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(path.parent)
 
 
 def read_journal(path: Path) -> Iterator[dict[str, Any]]:
