@@ -31,6 +31,7 @@ from frameqc.runtime.lifecycle.page import (
     table,
     write_page,
 )
+from frameqc.runtime.util.files import atomic_file
 
 
 def write_report(evaluations: Sequence[Evaluation], directory: str | os.PathLike,
@@ -216,6 +217,7 @@ def _threshold_plot(plt, evaluations: Sequence[Evaluation], target: Path) -> boo
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    fig.savefig(target)
+    with atomic_file(target) as fh:  # whole, under a new name: never a planted link
+        fig.savefig(fh, format="png")
     plt.close(fig)
     return True
