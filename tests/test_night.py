@@ -597,3 +597,6 @@ def test_frames_without_date_obs_say_they_are_placed_by_log_time(small_log, tmp_
     assert code == 0, err
     page = (tmp_path / "web" / "index.html").read_text()
     assert "10 frames placed by the time they were logged (no usable DATE-OBS)" in page
+    rows = "".join(flagged_rows(page))
+    assert "<b>23:02:30</b> <span class=muted>(time logged)</span><br>" in rows
+    assert "<b>22:01:00</b><br>" in rows  # by its DATE-OBS

@@ -2,10 +2,11 @@
 
 The records come from where frameqc already writes them: the JSON-lines ``--log`` of
 ``serve``, ``watch`` and ``classify``, and the Parquet datasets of ``archive``. Nothing
-is classified again. :func:`read` streams them (each line checked against the record's
-definition; what is not a record is counted), :func:`select` keeps only what the night
-(or the last hours) and the trend need, :func:`build` writes ``DIR/index.html`` and
-``DIR/night.png`` with the page machinery the evaluation report uses.
+is classified again. :mod:`~frameqc.runtime.lifecycle.night_sources` streams them (each
+line checked against the record's definition; what is not a record is counted),
+:func:`select` keeps only what the night (or the last hours) and the trend need,
+:func:`build` writes ``DIR/index.html`` and ``DIR/night.png`` with the page machinery
+the evaluation report uses.
 
 Thumbnails (the 224x224 images the network saw, :mod:`~frameqc.runtime.lifecycle.seen`)
 are made once per frame version and kept in ``DIR/seen/``; a frame that has moved or
@@ -15,15 +16,15 @@ cannot be read keeps its row, without an image. The picture is drawn by
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from frameqc.runtime.errors import UsageError
+from frameqc.runtime.lifecycle.night_sources import Skipped, read
 from frameqc.runtime.lifecycle.page import (
     Html,
     esc,
@@ -36,137 +37,10 @@ from frameqc.runtime.lifecycle.page import (
 )
 from frameqc.runtime.lifecycle.seen import Thumbnails
 from frameqc.runtime.model.card import ModelCard
-from frameqc.runtime.output.record import YEARS, is_record, night_of
+from frameqc.runtime.output.record import YEARS, night_of
 
 #: The alert labels assumed when no model is given: every label but this one.
 NOT_ALERT = "OK"
-
-
-#: A log line longer than this is not a record (one is about 500 bytes): it is skipped
-#: without being held whole.
-LONGEST_LINE = 1 << 20
-
-
-@dataclass
-class Skipped:
-    """What a source held that was not a record: counted, shown, never fatal."""
-
-    lines: int = 0  # log lines: torn by a crash, another tool's, damaged, blank
-    rows: int = 0  # Parquet rows: another schema, damaged values
-
-    def __bool__(self) -> bool:
-        return bool(self.lines or self.rows)
-
-    def __str__(self) -> str:
-        said = [f"{n} {what} were not records and were skipped" for n, what in
-                ((self.lines, "log lines"), (self.rows, "Parquet rows")) if n]
-        return "; ".join(said)
-
-
-def read(sources: Sequence[str | os.PathLike], skipped: dict[str, Skipped]
-         ) -> Iterator[dict]:
-    """The records of JSON-lines logs and Parquet datasets (a ``.parquet`` file or a folder
-    of them), one at a time, in the sources' order; what is not a record is counted in
-    ``skipped`` by source. pyarrow is imported only when a Parquet source is given."""
-    for source in sources:
-        path = Path(source)
-        count = skipped.setdefault(str(source), Skipped())
-        if path.is_dir() or path.suffix == ".parquet":
-            yield from _parquet(path, count)
-        else:
-            yield from _log(path, count)
-
-
-def _log(path: Path, count: Skipped) -> Iterator[dict]:
-    """A log's records, line by line. Bytes that are not UTF-8 (a file name from an old
-    share) are kept as ``surrogateescape``, so the name still opens the file."""
-    try:
-        fh = path.open("rb")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    with fh:
-        while line := fh.readline(LONGEST_LINE):
-            if len(line) == LONGEST_LINE and not line.endswith(b"\n"):
-                while (rest := fh.readline(LONGEST_LINE)) and not rest.endswith(b"\n"):
-                    pass
-                count.lines += 1
-                continue
-            try:
-                rec = json.loads(line.decode("utf-8", "surrogateescape"))
-            except (ValueError, RecursionError):  # a deeply nested line
-                rec = None
-            if is_record(rec):
-                yield rec
-            else:
-                count.lines += 1
-
-
-def _parquet(path: Path, count: Skipped) -> Iterator[dict]:
-    """An ``archive`` dataset's flat rows as records (``p_<label>`` -> probabilities), file
-    by file and batch by batch; hidden files (a part being written) are not read."""
-    try:
-        import pyarrow.parquet  # noqa: F401 -- said before any work when it is missing
-    except ImportError:
-        raise UsageError(f"{path}: reading Parquet needs pyarrow: pip install "
-                         "'frameqc[dask]'") from None
-    files = [path] if not path.is_dir() else sorted(
-        p for p in path.rglob("*.parquet")
-        if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
-    if not files:
-        raise UsageError(f"{path}: a folder, but no Parquet dataset (no *.parquet in it)")
-    for file in files:
-        for batch in _batches(file):
-            for row in _rows(batch):
-                rec = _from_row(row)
-                if is_record(rec):
-                    yield rec
-                else:
-                    count.rows += 1
-
-
-def _batches(file: Path) -> Iterator:
-    """A Parquet file's record batches, one at a time (a file is never read whole)."""
-    import pyarrow.parquet as pq
-
-    try:
-        batches = pq.ParquetFile(file).iter_batches(batch_size=8192)
-        while True:
-            try:
-                yield next(batches)
-            except StopIteration:
-                return
-    except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
-        raise UsageError(f"{file}: cannot read as Parquet ({str(exc).splitlines()[0]})"
-                         ) from None
-
-
-def _rows(batch) -> list[dict]:
-    """A batch's rows; text that is not UTF-8 (a file name) read with surrogateescape."""
-    try:
-        return batch.to_pylist()
-    except UnicodeDecodeError:
-        import pyarrow as pa
-
-        columns = {}
-        for name, column in zip(batch.schema.names, batch.columns, strict=True):
-            if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-                column = [None if b is None else b.decode("utf-8", "surrogateescape")
-                          for b in column.cast(pa.binary()).to_pylist()]
-            else:
-                column = column.to_pylist()
-            columns[name] = column
-        return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(),
-                                                                          strict=True)]
-
-
-def _from_row(row: dict) -> dict:
-    if isinstance(row.get("path"), bytes):  # a name stored as bytes: the name on disk
-        row["path"] = os.fsdecode(row["path"])
-    probs = {k[2:]: v for k, v in row.items() if k.startswith("p_") and v is not None}
-    rec = {k: v for k, v in row.items() if not k.startswith("p_") and v is not None}
-    if row.get("error") is None:
-        rec["probabilities"] = probs
-    return rec
 
 
 def placed(rec: dict) -> tuple[datetime | None, str]:
@@ -393,9 +267,10 @@ def _flagged_rows(s: Summary, thumbs: Thumbnails) -> list[list]:
                     + (" <span class=doubt>doubtful</span>" if r.get("doubtful") else ""))
         link = Html(f'<a href="{esc(Path(r["path"]).absolute().as_uri())}">'
                     f"{esc(r['path'])}</a>")
-        t = when(r)
+        t, clock = placed(r)
+        clock = " <span class=muted>(time logged)</span>" if clock == "logged" else ""
         rows.append([image(src, r["path"], not alert), Html(
-            f"<b>{esc(t.strftime('%H:%M:%S') if t else '-')}</b><br>{said}<br>"
+            f"<b>{esc(t.strftime('%H:%M:%S') if t else '-')}</b>{clock}<br>{said}<br>"
             f"{esc(_probs(r))}<br>{facts(found)}{link}")])
     return rows
 

@@ -90,7 +90,7 @@ def _timeline(ax, s: Summary) -> None:
     if logged and len(logged) < len(decided):  # some points on another clock: marked
         ax.scatter([when(r) for r in logged], [s.rule.p_alert(r) for r in logged],
                    marker="s", s=110, facecolors="none", edgecolors=LOGGED, linewidths=1.2,
-                   label=f"time logged, no DATE-OBS ({len(logged)})", zorder=2)
+                   label=f"time logged ({len(logged)})", zorder=2)
     failed = [when(r) for r in s.records if r.get("error") is not None and when(r)]
     if failed:
         ax.scatter(failed, [-0.06] * len(failed), marker="x", s=40, color=FAIL,
@@ -103,9 +103,13 @@ def _timeline(ax, s: Summary) -> None:
     ax.set_ylim(-0.12, 1.04)
     ax.set_ylabel(f"p({', '.join(s.rule.alerts) or 'alert'})", fontsize=11)
     ax.set_xlabel(axis_label(placed(r)[1] for r in decided), fontsize=11)
+    lo, hi = ax.get_xlim()
+    if (decided or failed) and hi - lo < 1 / 1440:  # seconds apart: a minute at least
+        ax.set_xlim((lo + hi) / 2 - 1 / 2880, (lo + hi) / 2 + 1 / 2880)
     locator = mdates.AutoDateLocator(maxticks=12)  # seconds apart: the seconds are shown
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(
+        locator, formats=["%Y", "%b", "%d %b", "%H:%M", "%H:%M", "%H:%M:%S"]))
     ax.grid(alpha=0.3)
     if decided or failed:
         ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=10, frameon=False)

@@ -105,18 +105,20 @@ def record(r: Result, card: ModelCard) -> dict[str, Any]:
     return {f.name: f.get(r, card) for f in FIELDS if f.name != "error"}
 
 
-def _is(kind: str, value: Any) -> bool:
-    if kind == "str":
-        return isinstance(value, str)
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and (
-            math.isfinite(value))
-    return isinstance(value, dict) and bool(value) and all(  # probabilities
-        isinstance(k, str) and _is("float", p) and 0 <= p <= 1 for k, p in value.items())
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)  # never a bool
+
+
+def _probabilities(value: Any) -> bool:
+    return type(value) is dict and bool(value) and all(
+        type(k) is str and _number(p) and 0 <= p <= 1 for k, p in value.items())
+
+
+#: How a value of each kind of field is recognised (the types JSON and Parquet give).
+_KINDS: dict[str, Callable[[Any], bool]] = {
+    "str": lambda v: type(v) is str, "int": lambda v: type(v) is int,
+    "float": _number, "bool": lambda v: type(v) is bool, "probabilities": _probabilities}
+_CHECKS = {f.name: _KINDS[f.kind] for f in FIELDS}
 
 
 def is_record(rec: Any) -> bool:
@@ -126,10 +128,12 @@ def is_record(rec: Any) -> bool:
     a decided frame has its ``label`` and ``probabilities``, a failed one its ``error``.
     Keys that are not fields (a log's ``time``, ``host``) are not looked at.
     """
-    if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
+    if type(rec) is not dict or type(rec.get("path")) is not str:
         return False
-    if not all(rec.get(f.name) is None or _is(f.kind, rec[f.name]) for f in FIELDS):
-        return False
+    for name, value in rec.items():
+        check = _CHECKS.get(name)
+        if check is not None and value is not None and not check(value):
+            return False
     return rec.get("error") is not None or (
         rec.get("label") is not None and rec.get("probabilities") is not None)
 
