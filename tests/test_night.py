@@ -483,14 +483,17 @@ def test_foreign_parquet_rows_are_skipped_and_counted(tmp_path):
                              "label": ["Shutter", "OK"], "p_Shutter": [0.9, 0.2],
                              "p_OK": [0.1, 0.8], "night": [NIGHT, NIGHT]}),
                    dataset / "b-bytes.parquet")
+    pq.write_table(pa.table({"path": pa.array([b"/data/z\xff.fits"]).view(pa.string()),
+                             "label": ["Shutter"], "p_Shutter": [0.8], "p_OK": [0.2],
+                             "night": [NIGHT]}), dataset / "b-not-utf8.parquet")
     pq.write_table(pa.Table.from_pylist(archive_rows({NIGHT: (5, 2)}), schema=arrow_schema(
         ("OK", "Shutter"))), dataset / "c-archive.parquet")
     code, out, err = run_cli("night", str(dataset), "-o", str(tmp_path / "web"))
     assert code == 0, err
-    assert "7 frames, 3 alerts" in out
+    assert "8 frames, 4 alerts" in out
     assert "2 Parquet rows were not records and were skipped" in err
     page = (tmp_path / "web" / "index.html").read_text()
-    assert "/data/x\\xff.fits" in page
+    assert "/data/x\\xff.fits" in page and "/data/z\\xff.fits" in page
 
 
 def test_a_file_name_that_is_not_utf8_is_shown_escaped(night, shutter_model, tmp_path):
@@ -600,3 +603,24 @@ def test_frames_without_date_obs_say_they_are_placed_by_log_time(small_log, tmp_
     rows = "".join(flagged_rows(page))
     assert "<b>23:02:30</b> <span class=muted>(time logged)</span><br>" in rows
     assert "<b>22:01:00</b><br>" in rows  # by its DATE-OBS
+
+
+def test_the_report_never_follows_a_link_planted_at_its_images(compared, tmp_path):
+    report = tmp_path / "report"
+    shutil.copytree(compared["report"], report)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("the user's own file")
+    planted = [*sorted((report / "mistakes").glob("*.png")), report / "threshold.png",
+               *(report / src for src in re.findall(r'src="(seen/[^"]+)"',
+                                                    compared["page"]))]
+    assert len(planted) >= 3
+    for link in planted:
+        link.unlink(missing_ok=True)
+        link.symlink_to(victim)
+    report.chmod(0o2775)
+    code, _, err = run_cli("evaluate", "-m", str(compared["models"][0]), "-m",
+                           str(compared["models"][1]), str(compared["root"] / "data"),
+                           "--report", str(report))
+    assert code == 0, err
+    assert victim.read_text() == "the user's own file"
+    assert not any(link.is_symlink() for link in planted)  # replaced by the images

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from frameqc.runtime import __version__
 from frameqc.runtime.errors import UsageError
-from frameqc.runtime.util.files import write_atomic
+from frameqc.runtime.util.files import atomic_file, write_atomic
 
 CSS = """
 body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
@@ -102,6 +102,14 @@ def write_page(path: str | os.PathLike, text: str) -> Path:
     """Write a page whole or not at all (a browser refreshing never sees half of it)."""
     write_atomic(path, text)
     return Path(path)
+
+
+def write_png(path: str | os.PathLike, pixels) -> None:
+    """An image (a uint8 array) as a PNG, written whole under a new name (util.files)."""
+    from PIL import Image
+
+    with atomic_file(path) as fh:
+        Image.fromarray(pixels).save(fh, format="PNG")
 
 
 def need_matplotlib(what: str) -> None:

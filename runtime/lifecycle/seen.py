@@ -17,9 +17,10 @@ import numpy as np
 from frameqc.runtime.data.facts import header_facts
 from frameqc.runtime.data.reader import read_frame
 from frameqc.runtime.errors import FrameError, UsageError
+from frameqc.runtime.lifecycle.page import write_png
 from frameqc.runtime.model.card import ModelCard
 from frameqc.runtime.model.recipes import AsinhRecipe, Recipe, RGBRecipe, make_recipe
-from frameqc.runtime.util.files import atomic_file, write_atomic
+from frameqc.runtime.util.files import write_atomic
 
 #: Where thumbnails are kept in a page's folder.
 SEEN = "seen"
@@ -81,14 +82,11 @@ class Thumbnails:
         return (f"{SEEN}/{png.name}" if made else None), found
 
     def _make(self, path: str, png: Path) -> bool:
-        from PIL import Image
-
         seen = preview(path, self.recipes)
         if seen is None:
             return False
         self.dir.mkdir(exist_ok=True)
-        with atomic_file(png) as fh:
-            Image.fromarray(seen).save(fh, format="PNG")
+        write_png(png, seen)
         self.made += 1
         return True
 
