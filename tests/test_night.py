@@ -436,6 +436,7 @@ def test_damaged_and_foreign_lines_are_skipped_and_counted(tmp_path):
            record_line(7),
            json.dumps({"path": "/data/i.fits", "error": ["no"]}),
            record_line("/data/j.fits", probabilities={"Shutter": float("nan"), "OK": 0.1}),
+           record_line("/data/k.fits", error="x" * 2_000_000),  # longer than a record
            "[1, 2]", "null", '"a string"', "\x00\x01", ""]
     nul = record_line("/data/with\x00nul.fits", 0.95)
     log = tmp_path / "damaged.log"
@@ -457,7 +458,7 @@ def test_a_damaged_thumbnail_cache_entry_is_made_again(night, shutter_model, tmp
     entries = sorted((out / "seen").glob("*.json"))
     assert len(entries) >= 3
     shapes = ["[1, 2]", '{"image": true}', '{"image": true, "facts": "DATE-OBS"}',
-              '{"image": "x", "facts": {"filter": 3}}', "{", '"text"']
+              '{"image": "x", "facts": {"filter": 3}}', "{", '"text"', "[" * 100_000]
     for entry, shape in zip(entries, shapes * len(entries), strict=False):
         entry.write_text(shape)
     code, _, err = run_cli(*args)
@@ -544,10 +545,13 @@ def test_night_never_follows_a_link_planted_at_its_temporary_names(night, shutte
                *(png.with_name(f".{png.name}.tmp") for png in pngs)]
     for link in planted:
         link.symlink_to(victim)
+    stamp = out / ".night.png.digest"  # a fixed name too, rewritten with each picture
+    stamp.unlink()
+    stamp.symlink_to(victim)
     code, _, err = run_cli(*args)
     assert code == 0, err
     assert victim.read_text() == "the cron user's own file"
-    assert all(link.is_symlink() for link in planted)
+    assert all(link.is_symlink() for link in planted) and not stamp.is_symlink()
     assert all(png.is_file() for png in pngs) and (out / "night.png").is_file()
     assert "night of 2025-07-08" in (out / "index.html").read_text()
 

@@ -43,9 +43,10 @@ def draw(s: Summary, nights: list[tuple[str, int, int]], target: Path) -> bool:
     stamp = target.with_name(f".{target.name}.digest")
     digest = picture_digest(s, nights)
     try:
-        if target.exists() and stamp.read_text() == digest:
-            return False
-    except (OSError, ValueError):
+        with stamp.open("rb") as fh:  # a few bytes: whatever a shared folder holds there
+            if target.exists() and fh.read(64) == digest.encode():
+                return False
+    except OSError:
         pass
     rows = 3 if len(nights) > 1 else 2
     height = 3.2 * rows + 0.6

@@ -95,7 +95,8 @@ def _entry(meta: Path, png: Path) -> dict | None:
     """A cache entry as it was written (``image`` a bool whose PNG is there, ``facts`` text
     by text), or None when it is missing or of another shape: then it is made again."""
     try:
-        known = json.loads(meta.read_text())
+        with meta.open("rb") as fh:  # an entry is a few hundred bytes; more is not one
+            known = json.loads(fh.read(1 << 16))
     except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(known, dict) or not isinstance(known.get("image"), bool):
