@@ -629,3 +629,24 @@ def test_the_report_never_follows_a_link_planted_at_its_images(compared, tmp_pat
     assert code == 0, err
     assert victim.read_text() == "the user's own file"
     assert not any(link.is_symlink() for link in planted)  # replaced by the images
+
+
+def test_select_counts_a_frame_by_its_last_record_and_skips_future_nights(tmp_path):
+    from frameqc.runtime.lifecycle.night import Rule, select, trend
+
+    first, second = tmp_path / "watch.log.1", tmp_path / "watch.log"
+    first.write_text("".join(record_line(f"/data/f{i}.fits", 0.9) + "\n" for i in range(4)))
+    second.write_text(  # f0 decided again a night later; a camera clock 125 years ahead
+        record_line("/data/f0.fits", 0.1, date_obs="2025-07-09T21:00:00", night=None) + "\n"
+        + record_line("/data/f9.fits", 0.9, date_obs="2150-01-01T21:00:00",
+                      night="2150-01-01") + "\n")
+    now = datetime(2025, 7, 10, 9, 0)
+    chosen = select([first, second], now=now)
+    assert chosen.name == "night of 2025-07-09"
+    assert [r["path"] for r in chosen.records] == ["/data/f0.fits"]
+    chosen = select([first, second], on=NIGHT, now=now)
+    assert sorted(r["path"] for r in chosen.records) == [f"/data/f{i}.fits" for i in (1, 2, 3)]
+    assert chosen.total == 5
+    rule = Rule.of(None, chosen.labels)
+    assert trend(chosen.frames, rule, chosen.tonight) == [(NIGHT, 3, 3), ("2025-07-09", 1, 0)]
+    assert chosen.ahead() == 1

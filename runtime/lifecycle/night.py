@@ -114,10 +114,15 @@ class Chosen:
     frames: dict[str, tuple[str | None, str | None]]  # path -> (night, label; None: failed)
     labels: set[str]
     skipped: dict[str, Skipped]
+    tonight: str
 
     @property
     def total(self) -> int:
         return len(self.frames)
+
+    def ahead(self) -> int:
+        """Frames whose night is after tonight: a clock ahead, left out of the trend."""
+        return sum(n is not None and n > self.tonight for n, _ in self.frames.values())
 
 
 def select(sources: Sequence[str | os.PathLike], on: str | None = None,
@@ -159,7 +164,7 @@ def select(sources: Sequence[str | os.PathLike], on: str | None = None,
         name = f"night of {on}" if on else "no night yet"
     chosen = sorted((rec for _, rec in shown.values()),
                     key=lambda r: (when(r) or datetime.min, r["path"]))
-    return Chosen(name, chosen, frames, labels, skipped)
+    return Chosen(name, chosen, frames, labels, skipped, tonight)
 
 
 @dataclass
@@ -231,14 +236,14 @@ class Summary:
                 or r.get("doubtful")]
 
 
-def trend(frames: dict[str, tuple[str | None, str | None]], rule: Rule
+def trend(frames: dict[str, tuple[str | None, str | None]], rule: Rule, until: str
           ) -> list[tuple[str, int, int]]:
-    """(night, frames decided, alerts) of every night of ``frames`` (see :class:`Chosen`),
-    oldest first."""
+    """(night, frames decided, alerts) of every night of ``frames`` (see :class:`Chosen`)
+    up to the night ``until``, oldest first."""
     per: dict[str, list[int]] = {}
     alerts = set(rule.alerts)
     for n, label in frames.values():
-        if n is None or label is None:
+        if n is None or label is None or n > until:
             continue
         row = per.setdefault(n, [0, 0])
         row[0] += 1
@@ -290,7 +295,7 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
     rule = Rule.of(card, chosen.labels)
     name = chosen.name
     s = Summary.of(name, chosen.records, rule, chosen.skipped)
-    nights = trend(chosen.frames, rule)
+    nights = trend(chosen.frames, rule, chosen.tonight)
     target = Path(out)
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -319,6 +324,8 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
         notes = f"{chosen.total} frames in {len(sources)} source(s)"
         if s.skipped:
             notes += f"; {s.skipped}"
+        if ahead := chosen.ahead():
+            notes += f"; {ahead} frames dated after tonight (a clock ahead?) are not in the trend"
         if s.clocks["logged"]:
             notes += (f"; {s.clocks['logged']} frames placed by the time they were logged "
                       "(no usable DATE-OBS)")
