@@ -489,10 +489,15 @@ def test_foreign_parquet_rows_are_skipped_and_counted(tmp_path):
                              "night": [NIGHT]}), dataset / "b-not-utf8.parquet")
     pq.write_table(pa.Table.from_pylist(archive_rows({NIGHT: (5, 2)}), schema=arrow_schema(
         ("OK", "Shutter"))), dataset / "c-archive.parquet")
+    whole = (dataset / "c-archive.parquet").read_bytes()
+    (dataset / "d-cut.parquet").write_bytes(whole[:len(whole) // 2])  # cut by a crash
     code, out, err = run_cli("night", str(dataset), "-o", str(tmp_path / "web"))
     assert code == 0, err
     assert "8 frames, 4 alerts" in out
-    assert "2 Parquet rows were not records and were skipped" in err
+    assert "2 Parquet rows were not records and were skipped; 1 Parquet files could not " \
+           "be read and were skipped" in err
+    code, _, err = run_cli("night", str(dataset / "d-cut.parquet"), "-o", str(tmp_path / "w"))
+    assert code == 2 and "d-cut.parquet: cannot read as Parquet" in err  # the one asked for
     page = (tmp_path / "web" / "index.html").read_text()
     assert "/data/x\\xff.fits" in page and "/data/z\\xff.fits" in page
 

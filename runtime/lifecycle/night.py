@@ -219,8 +219,8 @@ class Summary:
     @property
     def skipped(self) -> Skipped:
         """What was not a record, in all the sources."""
-        return Skipped(sum(k.lines for k in self.skipped_in.values()),
-                       sum(k.rows for k in self.skipped_in.values()))
+        return Skipped(*(sum(getattr(k, what) for k in self.skipped_in.values())
+                         for what in ("lines", "rows", "files")))
 
     @property
     def decided(self) -> int:

@@ -29,13 +29,16 @@ class Skipped:
 
     lines: int = 0  # log lines: torn by a crash, another tool's, damaged, blank
     rows: int = 0  # Parquet rows: another schema, damaged values
+    files: int = 0  # Parquet files of a folder that cannot be read (cut by a crash)
 
     def __bool__(self) -> bool:
-        return bool(self.lines or self.rows)
+        return bool(self.lines or self.rows or self.files)
 
     def __str__(self) -> str:
         said = [f"{n} {what} were not records and were skipped" for n, what in
                 ((self.lines, "log lines"), (self.rows, "Parquet rows")) if n]
+        if self.files:
+            said.append(f"{self.files} Parquet files could not be read and were skipped")
         return "; ".join(said)
 
 
@@ -91,13 +94,18 @@ def _parquet(path: Path, count: Skipped) -> Iterator[dict]:
     if not files:
         raise UsageError(f"{path}: a folder, but no Parquet dataset (no *.parquet in it)")
     for file in files:
-        for batch in _batches(file):
-            for row in _rows(batch):
-                rec = _from_row(row)
-                if is_record(rec):
-                    yield rec
-                else:
-                    count.rows += 1
+        try:
+            for batch in _batches(file):
+                for row in _rows(batch):
+                    rec = _from_row(row)
+                    if is_record(rec):
+                        yield rec
+                    else:
+                        count.rows += 1
+        except UsageError:
+            if file == path:  # the file asked for: said, in one line
+                raise
+            count.files += 1  # one part of a folder: the others are read
 
 
 def _batches(file: Path) -> Iterator:
