@@ -438,16 +438,18 @@ def test_damaged_and_foreign_lines_are_skipped_and_counted(tmp_path):
            record_line("/data/j.fits", probabilities={"Shutter": float("nan"), "OK": 0.1}),
            record_line("/data/k.fits", error="x" * 2_000_000),  # longer than a record
            "[1, 2]", "null", '"a string"', "\x00\x01", ""]
-    nul = record_line("/data/with\x00nul.fits", 0.95)
+    odd = [record_line("/data/with\x00nul.fits", 0.95),  # names no file can have
+           record_line("/data/\ud800.fits", 0.95)]
     log = tmp_path / "damaged.log"
-    log.write_text("\n".join([*good, *bad, nul]) + "\n")
+    log.write_text("\n".join([*good, *bad, *odd]) + "\n")
     code, out, err = run_cli("night", str(log), "-o", str(tmp_path / "web"))
     assert code == 0, err
     assert f"{len(bad)} log lines were not records and were skipped" in err
-    assert "4 frames, 1 alerts" in out
+    assert "5 frames, 2 alerts" in out
     page = (tmp_path / "web" / "index.html").read_text()
     assert f"{len(bad)} log lines were not records" in page
     assert "/data/with\\x00nul.fits" in page and "\x00" not in page
+    assert "/data/\\ud800.fits" in page
 
 
 def test_a_damaged_thumbnail_cache_entry_is_made_again(night, shutter_model, tmp_path):

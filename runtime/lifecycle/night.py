@@ -263,6 +263,15 @@ def _probs(rec: dict) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in (rec.get("probabilities") or {}).items())
 
 
+def _link(path: str) -> Html:
+    """The frame's name, linked to its file (not linked when no file can have that name)."""
+    try:
+        uri = Path(path).absolute().as_uri()
+    except ValueError:  # a lone surrogate from a JSON escape: no bytes on disk name it
+        return esc(path)
+    return Html(f'<a href="{esc(uri)}">{esc(path)}</a>')
+
+
 def _flagged_rows(s: Summary, thumbs: Thumbnails) -> list[list]:
     rows = []
     for r in s.flagged():
@@ -270,8 +279,7 @@ def _flagged_rows(s: Summary, thumbs: Thumbnails) -> list[list]:
         alert = r.get("label") in s.rule.alerts
         said = Html(f"<span class={'alert' if alert else 'doubt'}>{esc(r.get('label'))}</span>"
                     + (" <span class=doubt>doubtful</span>" if r.get("doubtful") else ""))
-        link = Html(f'<a href="{esc(Path(r["path"]).absolute().as_uri())}">'
-                    f"{esc(r['path'])}</a>")
+        link = _link(r["path"])
         t, clock = placed(r)
         clock = " <span class=muted>(time logged)</span>" if clock == "logged" else ""
         rows.append([image(src, r["path"], not alert), Html(
