@@ -34,8 +34,9 @@ from pathlib import Path
 
 FRAMEQC = [sys.executable, "-c", "from frameqc.runtime.cli import entry; entry()"]
 #: The peak RSS ``frameqc night`` may take on a long log: the interpreter, matplotlib and
-#: one night's records, plus a small share per frame of the season (its path and night).
-MEMORY_BOUND = "150 MB + 0.5 x the log"
+#: one night's records (about 80 MB), plus a share per frame of the season (about 100
+#: bytes: its path's hash, night and label), as MB + a share of the log's size.
+MEMORY_BOUND = (100, 0.25)
 
 
 def make_night(root: Path, frames: int, flagged: float) -> Path:
@@ -139,11 +140,12 @@ def main() -> None:
             lines = make_season(season, args.log_mb)
             size = season.stat().st_size / 1e6
             peak, wall = peak_memory(season, root / "season")
-            bound = 150 + 0.5 * size
+            base, share = MEMORY_BOUND
+            bound = base + share * size
             print(f"frameqc night on a {size:.0f} MB log ({lines:,} decisions, "
                   f"{lines // 1500 + 1} nights): peak RSS {peak:.0f} MB ({peak / size:.1f} x "
-                  f"the log), {wall:.1f} s; bound {MEMORY_BOUND} = {bound:.0f} MB: "
-                  f"{'met' if peak <= bound else 'NOT MET'}")
+                  f"the log), {wall:.1f} s; bound {base} MB + {share} x the log = "
+                  f"{bound:.0f} MB: {'met' if peak <= bound else 'NOT MET'}")
             season.unlink()
         if not args.repeat:
             return
