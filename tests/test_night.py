@@ -579,7 +579,9 @@ def test_overlapping_runs_on_one_folder_all_succeed(small_log, tmp_path):
 
 
 def test_the_summary_goes_to_stdout_and_problems_to_stderr(small_log, tmp_path):
-    from conftest import frameqc
+    def frameqc(*argv: str) -> subprocess.CompletedProcess:  # as cron runs it
+        return subprocess.run([*FRAMEQC, *argv], capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
 
     proc = frameqc("night", str(small_log), "-o", str(tmp_path / "web"))
     assert proc.returncode == 0 and proc.stderr == ""
