@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,6 +31,7 @@ NIGHT = "2025-07-08"
 START = datetime(2025, 7, 8, 20, 0)
 STREAK = (datetime(2025, 7, 9, 2, 0), datetime(2025, 7, 9, 2, 40))
 HEADER = {"FILTER1": "SDSS-R", "EXPTIME": 30.0}
+FRAMEQC = [sys.executable, "-m", "frameqc.runtime.cli"]
 
 
 def frame_file(path: Path, kind: str, seed: int, when: datetime | None) -> None:
@@ -91,10 +93,10 @@ def night(shutter_model, tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def built(night, shutter_model) -> dict:
     out = night["root"] / "web"
-    code, _, err = run_cli("night", str(night["log"]), "-o", str(out), "--night", NIGHT,
-                           "--model", str(shutter_model), "--refresh", "120")
+    code, said, err = run_cli("night", str(night["log"]), "-o", str(out), "--night", NIGHT,
+                              "--model", str(shutter_model), "--refresh", "120")
     assert code == 0, err
-    return {"out": out, "page": (out / "index.html").read_text(), "err": err}
+    return {"out": out, "page": (out / "index.html").read_text(), "said": said, "err": err}
 
 
 def flagged_rows(page: str) -> list[str]:
@@ -119,7 +121,7 @@ def test_the_page_counts_the_night(built, night):
     assert "25 frames, 3 alerts (12.0 %)" in page
     assert "<td>5e1f5e1f5e1f</td><td>fp32</td><td>25</td>" in page  # the model that decided
     assert '<meta http-equiv=refresh content="120">' in page
-    assert "night of 2025-07-08: 25 frames, 3 alerts" in built["err"]
+    assert "night of 2025-07-08: 25 frames, 3 alerts" in built["said"] and built["err"] == ""
     assert "http:" not in page and "https:" not in page  # opens from disk, offline
 
 
@@ -353,3 +355,307 @@ def test_doubtful_is_counted_in_evaluate_as_classify_flags_it(compared):
 def test_the_report_renders_in_a_browser(compared, tmp_path):
     img = screenshot(compared["report"] / "index.html", tmp_path / "report.png", (1200, 2000))
     assert img.shape == (2000, 1200) and img.std() > 20
+
+
+# -- hostile nights (issue 27: 1, 2, 4, 5, 19; issue 30: 5, 6) ------------------------------
+
+ABSURD = {"year1.fits": "0001-01-01T00:00:00", "year9999.fits": "9999-12-31T23:59:59",
+          "future.fits": "2999-01-01T00:00:00"}
+
+
+@pytest.fixture
+def absurd_frames(tmp_path) -> Path:
+    """Real FITS files whose DATE-OBS parses but cannot be a night, beside a normal one."""
+    frames = tmp_path / "incoming"
+    frames.mkdir()
+    for i, (name, date) in enumerate(ABSURD.items()):
+        write_fits(frames / name, make_frame("shutter", SIZE, 500 + i), **{"DATE-OBS": date})
+    frame_file(frames / "normal.fits", "good", 600, START + timedelta(hours=1))
+    return frames
+
+
+def test_night_of_absurd_dates_is_unknown():
+    from frameqc.runtime.output.record import night_of
+
+    for date in [*ABSURD.values(), "0001-01-01", "0001-01-01T00:00:00Z", "1066-10-14T09:00"]:
+        assert night_of(date) is None, date
+    assert night_of("2025-07-09T02:00:00.123") == "2025-07-08"
+    assert night_of("2025-07-09") == "2025-07-09"
+
+
+def test_an_absurd_date_obs_gives_a_record_in_classify_watch_and_night(
+        absurd_frames, shutter_model, tmp_path):
+    code, out, err = run_cli("classify", "--model", str(shutter_model), "--format", "json",
+                             str(absurd_frames))
+    assert code == 0, err
+    said = {Path(r["path"]).name: r for r in map(json.loads, out.splitlines())}
+    assert set(said) == {*ABSURD, "normal.fits"}
+    for name, date in ABSURD.items():
+        assert said[name]["date_obs"] == date and said[name]["night"] is None
+    assert said["normal.fits"]["night"] == NIGHT
+    log = tmp_path / "watch.log"
+    for _ in range(2):  # the second run finds nothing new: it does not die on the same frame
+        code, _, err = run_cli("watch", "--once", "--settle", "0", "--model",
+                               str(shutter_model), "--state", str(tmp_path / "state"),
+                               "--log", str(log), str(absurd_frames))
+        assert code == 0, err
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted(Path(r["path"]).name for r in logged) == sorted(said)
+    code, out, err = run_cli("night", str(log), "-o", str(tmp_path / "web"))
+    assert code == 0 and err == "", err
+    assert "3 frames, 3 alerts" in out  # tonight's, placed by when they were logged
+    page = (tmp_path / "web" / "index.html").read_text()
+    assert "3 frames placed by the time they were logged" in page
+    code, out, err = run_cli("night", str(log), "-o", str(tmp_path / "web"), "--night", NIGHT)
+    assert code == 0 and f"night of {NIGHT}: 1 frames, 0 alerts" in out, err
+
+
+def record_line(path: str, p: float = 0.9, **over) -> str:
+    """A log line as watch writes it, for a frame of the night at 22:00."""
+    rec = {"time": "2025-07-08T22:00:05+0000", "path": path,
+           "label": "Shutter" if p >= 0.5 else "OK", "index": int(p < 0.5),
+           "probability": max(p, 1 - p), "probabilities": {"OK": 1 - p, "Shutter": p},
+           "doubtful": False, "date_obs": "2025-07-08T22:00:00", "night": NIGHT,
+           "model": "5e1f5e1f5e1f", "precision": "fp32", "seconds": 0.2}
+    rec.update(over)
+    return json.dumps({k: v for k, v in rec.items() if v is not ...})
+
+
+def test_damaged_and_foreign_lines_are_skipped_and_counted(tmp_path):
+    good = [record_line(f"/data/ok{i}.fits", 0.1) for i in range(3)]
+    bad = ["[" * 100_000 + "]" * 100_000,  # nested past the parser's recursion
+           '{"path": ' * 50_000 + "1" + "}" * 50_000,
+           record_line("/data/a.fits", probabilities={"OK": "0.1", "Shutter": "0.9"}),
+           record_line("/data/b.fits", label=["Shutter"]),
+           record_line("/data/c.fits", doubtful="yes"),
+           record_line("/data/d.fits", index=1.5),
+           record_line("/data/e.fits", probability=True),
+           record_line("/data/f.fits", model=7),
+           record_line("/data/g.fits", date_obs=["2025"]),
+           record_line("/data/h.fits", probabilities=...),
+           record_line(7),
+           json.dumps({"path": "/data/i.fits", "error": ["no"]}),
+           record_line("/data/j.fits", probabilities={"Shutter": float("nan"), "OK": 0.1}),
+           record_line("/data/k.fits", error="x" * 2_000_000),  # longer than a record
+           "[1, 2]", "null", '"a string"', "\x00\x01", ""]
+    odd = [record_line("/data/with\x00nul.fits", 0.95),  # names no file can have
+           record_line("/data/\ud800.fits", 0.95)]
+    log = tmp_path / "damaged.log"
+    log.write_text("\n".join([*good, *bad, *odd]) + "\n")
+    code, out, err = run_cli("night", str(log), "-o", str(tmp_path / "web"))
+    assert code == 0, err
+    assert f"{len(bad)} log lines were not records and were skipped" in err
+    assert "5 frames, 2 alerts" in out
+    page = (tmp_path / "web" / "index.html").read_text()
+    assert f"{len(bad)} log lines were not records" in page
+    assert "/data/with\\x00nul.fits" in page and "\x00" not in page
+    assert "/data/\\ud800.fits" in page
+
+
+def test_a_damaged_thumbnail_cache_entry_is_made_again(night, shutter_model, tmp_path):
+    out = tmp_path / "web"
+    args = ("night", str(night["log"]), "-o", str(out), "--night", NIGHT, "--model",
+            str(shutter_model))
+    assert run_cli(*args)[0] == 0
+    entries = sorted((out / "seen").glob("*.json"))
+    assert len(entries) >= 3
+    shapes = ["[1, 2]", '{"image": true}', '{"image": true, "facts": "DATE-OBS"}',
+              '{"image": "x", "facts": {"filter": 3}}', "{", '"text"', "[" * 100_000]
+    for entry, shape in zip(entries, shapes * len(entries), strict=False):
+        entry.write_text(shape)
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    for entry in entries:
+        known = json.loads(entry.read_text())
+        assert isinstance(known["image"], bool) and isinstance(known["facts"], dict)
+        assert known["image"] and (out / "seen" / entry.with_suffix(".png").name).is_file()
+    assert "filter: SDSS-R" in (out / "index.html").read_text()
+
+
+def test_foreign_parquet_rows_are_skipped_and_counted(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from frameqc.runtime.output.record import arrow_schema
+
+    dataset = tmp_path / "archive"
+    dataset.mkdir()
+    pq.write_table(pa.table({"label": ["OK", "Shutter"], "p_OK": [0.9, 0.1]}),
+                   dataset / "a-foreign.parquet")  # first: its schema is not the dataset's
+    pq.write_table(pa.table({"path": [b"/data/x\xff.fits", b"/data/y.fits"],
+                             "label": ["Shutter", "OK"], "p_Shutter": [0.9, 0.2],
+                             "p_OK": [0.1, 0.8], "night": [NIGHT, NIGHT]}),
+                   dataset / "b-bytes.parquet")
+    pq.write_table(pa.table({"path": pa.array([b"/data/z\xff.fits"]).view(pa.string()),
+                             "label": ["Shutter"], "p_Shutter": [0.8], "p_OK": [0.2],
+                             "night": [NIGHT]}), dataset / "b-not-utf8.parquet")
+    pq.write_table(pa.Table.from_pylist(archive_rows({NIGHT: (5, 2)}), schema=arrow_schema(
+        ("OK", "Shutter"))), dataset / "c-archive.parquet")
+    whole = (dataset / "c-archive.parquet").read_bytes()
+    (dataset / "d-cut.parquet").write_bytes(whole[:len(whole) // 2])  # cut by a crash
+    code, out, err = run_cli("night", str(dataset), "-o", str(tmp_path / "web"))
+    assert code == 0, err
+    assert "8 frames, 4 alerts" in out
+    assert "2 Parquet rows were not records and were skipped; 1 Parquet files could not " \
+           "be read and were skipped" in err
+    code, _, err = run_cli("night", str(dataset / "d-cut.parquet"), "-o", str(tmp_path / "w"))
+    assert code == 2 and "d-cut.parquet: cannot read as Parquet" in err  # the one asked for
+    page = (tmp_path / "web" / "index.html").read_text()
+    assert "/data/x\\xff.fits" in page and "/data/z\\xff.fits" in page
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_escaped(night, shutter_model, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    name = os.fsdecode(b"h_e_\xff\xfe.fits")
+    shutil.copy(next(p for p, k in night["kinds"].items() if k == "shutter"), frames / name)
+    path = str(frames / name)
+    log = tmp_path / "watch.log"
+    with log.open("wb") as fh:  # as frameqc writes it (JSON escapes), and as raw bytes
+        fh.write(record_line(path, 0.95).encode() + b"\n")
+        fh.write(record_line(str(frames / "RAW"), 0.95).encode().replace(
+            b"RAW", b"raw\xff.fits") + b"\n")
+    code, _, err = run_cli("night", str(log), "-o", str(tmp_path / "web"), "--model",
+                             str(shutter_model))
+    assert code == 0 and err == "", err
+    page = (tmp_path / "web" / "index.html").read_bytes().decode("utf-8")  # valid UTF-8
+    assert "h_e_\\xff\\xfe.fits" in page and "raw\\xff.fits" in page
+    assert "h_e_%FF%FE.fits" in page  # the link names the file on disk
+    row = next(r for r in flagged_rows(page) if "h_e_" in r)
+    assert "filter: SDSS-R" in row and "no image" not in row  # the file was found and read
+
+
+@pytest.fixture
+def small_log(tmp_path) -> Path:
+    log = tmp_path / "small.log"
+    log.write_text("".join(record_line(f"/data/f{i}.fits", 0.95 if i % 3 else 0.05,
+                                       date_obs=f"2025-07-08T22:{i:02d}:00") + "\n"
+                           for i in range(20)))
+    return log
+
+
+def test_night_never_follows_a_link_planted_at_its_temporary_names(night, shutter_model,
+                                                                   tmp_path):
+    out = tmp_path / "web"
+    args = ("night", str(night["log"]), "-o", str(out), "--night", NIGHT, "--model",
+            str(shutter_model))
+    assert run_cli(*args)[0] == 0
+    out.chmod(0o2775)  # a group-writable ops folder
+    (out / "seen").chmod(0o2775)
+    pngs = sorted((out / "seen").glob("*.png"))
+    for png in pngs:
+        png.unlink()
+    (out / "night.png").unlink()
+    victim = tmp_path / "precious.txt"
+    victim.write_text("the cron user's own file")
+    planted = [out / ".index.html.tmp", out / ".night.png.tmp",
+               *(png.with_name(f".{png.name}.tmp") for png in pngs)]
+    for link in planted:
+        link.symlink_to(victim)
+    stamp = out / ".night.png.digest"  # a fixed name too, rewritten with each picture
+    stamp.unlink()
+    stamp.symlink_to(victim)
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    assert victim.read_text() == "the cron user's own file"
+    assert all(link.is_symlink() for link in planted) and not stamp.is_symlink()
+    assert all(png.is_file() for png in pngs) and (out / "night.png").is_file()
+    assert "night of 2025-07-08" in (out / "index.html").read_text()
+
+
+def test_overlapping_runs_on_one_folder_all_succeed(small_log, tmp_path):
+    out = tmp_path / "web"
+    for k in range(3):
+        with open(small_log, "a") as fh:  # something new: each round draws the picture
+            fh.write(record_line(f"/data/new{k}.fits", 0.97) + "\n")
+        procs = [subprocess.Popen([*FRAMEQC, "night", str(small_log), "-o", str(out)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err  # before: "cannot write the night ... (No such
+            assert err == ""                  # file or directory)" from a shared temp name
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_summary_goes_to_stdout_and_problems_to_stderr(small_log, tmp_path):
+    def frameqc(*argv: str) -> subprocess.CompletedProcess:  # as cron runs it
+        return subprocess.run([*FRAMEQC, *argv], capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+
+    proc = frameqc("night", str(small_log), "-o", str(tmp_path / "web"))
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.startswith("frameqc night: night of 2025-07-08: 20 frames")
+    with open(small_log, "a") as fh:
+        fh.write('{"torn": \n')
+    proc = frameqc("night", str(small_log), "-o", str(tmp_path / "web"))
+    assert proc.returncode == 0 and "20 frames" in proc.stdout
+    assert proc.stderr.strip().splitlines() == [
+        f"frameqc night: {small_log}: 1 log lines were not records and were skipped"]
+
+
+def test_frames_without_date_obs_say_they_are_placed_by_log_time(small_log, tmp_path):
+    from frameqc.runtime.lifecycle.night import axis_label, placed
+
+    lines = small_log.read_text().splitlines()
+    for i in range(0, 20, 2):
+        rec = json.loads(lines[i])
+        del rec["date_obs"]
+        rec["time"] = f"2025-07-08T23:{i:02d}:30+0000"
+        lines[i] = json.dumps(rec)
+    small_log.write_text("\n".join(lines) + "\n")
+    recs = [json.loads(line) for line in lines]
+    assert placed(recs[0]) == (datetime(2025, 7, 8, 23, 0, 30), "logged")
+    assert placed(recs[1]) == (datetime(2025, 7, 8, 22, 1), "DATE-OBS")
+    assert axis_label({"DATE-OBS"}) == "DATE-OBS (UTC)"
+    assert axis_label({"logged"}) == "time logged (UTC): no DATE-OBS"
+    assert axis_label({"DATE-OBS", "logged"}) == "DATE-OBS, else time logged (UTC)"
+    code, _, err = run_cli("night", str(small_log), "-o", str(tmp_path / "web"))
+    assert code == 0, err
+    page = (tmp_path / "web" / "index.html").read_text()
+    assert "10 frames placed by the time they were logged (no usable DATE-OBS)" in page
+    rows = "".join(flagged_rows(page))
+    assert "<b>23:02:30</b> <span class=muted>(time logged)</span><br>" in rows
+    assert "<b>22:01:00</b><br>" in rows  # by its DATE-OBS
+
+
+def test_the_report_never_follows_a_link_planted_at_its_images(compared, tmp_path):
+    report = tmp_path / "report"
+    shutil.copytree(compared["report"], report)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("the user's own file")
+    planted = [*sorted((report / "mistakes").glob("*.png")), report / "threshold.png",
+               *(report / src for src in re.findall(r'src="(seen/[^"]+)"',
+                                                    compared["page"]))]
+    assert len(planted) >= 3
+    for link in planted:
+        link.unlink(missing_ok=True)
+        link.symlink_to(victim)
+    report.chmod(0o2775)
+    code, _, err = run_cli("evaluate", "-m", str(compared["models"][0]), "-m",
+                           str(compared["models"][1]), str(compared["root"] / "data"),
+                           "--report", str(report))
+    assert code == 0, err
+    assert victim.read_text() == "the user's own file"
+    assert not any(link.is_symlink() for link in planted)  # replaced by the images
+
+
+def test_select_counts_a_frame_by_its_last_record_and_skips_future_nights(tmp_path):
+    from frameqc.runtime.lifecycle.night import Rule, select, trend
+
+    first, second = tmp_path / "watch.log.1", tmp_path / "watch.log"
+    first.write_text("".join(record_line(f"/data/f{i}.fits", 0.9) + "\n" for i in range(4)))
+    second.write_text(  # f0 decided again a night later; a camera clock 125 years ahead
+        record_line("/data/f0.fits", 0.1, date_obs="2025-07-09T21:00:00", night=None) + "\n"
+        + record_line("/data/f9.fits", 0.9, date_obs="2150-01-01T21:00:00",
+                      night="2150-01-01") + "\n")
+    now = datetime(2025, 7, 10, 9, 0)
+    chosen = select([first, second], now=now)
+    assert chosen.name == "night of 2025-07-09"
+    assert [r["path"] for r in chosen.records] == ["/data/f0.fits"]
+    chosen = select([first, second], on=NIGHT, now=now)
+    assert sorted(r["path"] for r in chosen.records) == [f"/data/f{i}.fits" for i in (1, 2, 3)]
+    assert chosen.total == 5
+    rule = Rule.of(None, chosen.labels)
+    assert trend(chosen.frames, rule, chosen.tonight) == [(NIGHT, 3, 3), ("2025-07-09", 1, 0)]
+    assert chosen.ahead() == 1

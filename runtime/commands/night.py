@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     from frameqc.runtime.errors import UsageError
     from frameqc.runtime.lifecycle.night import build, headline, parse_span
+    from frameqc.runtime.lifecycle.page import shown
     from frameqc.runtime.model.peek import read_card
     from frameqc.runtime.model.session import MODEL_ENV
 
@@ -71,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
         if card is None:
             raise UsageError(f"{model}: not a frameqc model (no card in it)")
     s = build(args.sources, args.output, card, args.night, last, args.refresh)
-    print(f"frameqc night: {s.name}: {headline(s)} -> {os.path.join(args.output, 'index.html')}",
-          file=sys.stderr)
+    for source, skipped in s.skipped_in.items():  # problems: stderr (cron's night.err)
+        if skipped:
+            print(f"frameqc night: {shown(source)}: {skipped}", file=sys.stderr)
+    page = shown(os.path.join(args.output, "index.html"))
+    print(f"frameqc night: {s.name}: {headline(s)} -> {page}")  # what was done: stdout
     return EXIT_OK

@@ -2,9 +2,11 @@
 
 The records come from where frameqc already writes them: the JSON-lines ``--log`` of
 ``serve``, ``watch`` and ``classify``, and the Parquet datasets of ``archive``. Nothing
-is classified again. :func:`load` reads them, :func:`select` picks the night (or the
-last hours), :func:`build` writes ``DIR/index.html`` and ``DIR/night.png`` with the
-page machinery the evaluation report uses.
+is classified again. :mod:`~frameqc.runtime.lifecycle.night_sources` streams them (each
+line checked against the record's definition; what is not a record is counted),
+:func:`select` keeps only what the night (or the last hours) and the trend need,
+:func:`build` writes ``DIR/index.html`` and ``DIR/night.png`` with the page machinery
+the evaluation report uses.
 
 Thumbnails (the 224x224 images the network saw, :mod:`~frameqc.runtime.lifecycle.seen`)
 are made once per frame version and kept in ``DIR/seen/``; a frame that has moved or
@@ -14,7 +16,6 @@ cannot be read keeps its row, without an image. The picture is drawn by
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -23,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from frameqc.runtime.errors import UsageError
+from frameqc.runtime.lifecycle.night_sources import Skipped, read
 from frameqc.runtime.lifecycle.page import (
     Html,
     esc,
@@ -35,101 +37,53 @@ from frameqc.runtime.lifecycle.page import (
 )
 from frameqc.runtime.lifecycle.seen import Thumbnails
 from frameqc.runtime.model.card import ModelCard
-from frameqc.runtime.output.record import night_of
+from frameqc.runtime.output.record import YEARS, night_of
 
 #: The alert labels assumed when no model is given: every label but this one.
 NOT_ALERT = "OK"
 
 
-@dataclass
-class Records:
-    """Every record read from the sources, and the lines that were not records."""
-
-    records: list[dict] = field(default_factory=list)
-    torn: int = 0  # log lines that were not a record (torn by a crash, foreign, blank)
-
-
-def load(sources: Sequence[str | os.PathLike]) -> Records:
-    """Read JSON-lines logs and Parquet datasets (a ``.parquet`` file or a folder of them).
-
-    A frame decided more than once (a retry, two logs) counts once: its last record.
-    pyarrow is imported only when a Parquet source is given.
-    """
-    out = Records()
-    by_path: dict[str, dict] = {}
-    for source in sources:
-        path = Path(source)
-        parquet = path.is_dir() or path.suffix == ".parquet"
-        for rec in _parquet(path) if parquet else _log(path, out):
-            by_path.pop(rec["path"], None)  # the last record is the one that counts
-            by_path[rec["path"]] = rec
-    out.records = list(by_path.values())
-    return out
-
-
-def _log(path: Path, out: Records) -> list[dict]:
-    try:
-        text = path.read_bytes().decode("utf-8", "replace")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    recs = []
-    for line in text.splitlines():
+def placed(rec: dict) -> tuple[datetime | None, str]:
+    """When the frame was taken (UTC, naive), and by which clock: its DATE-OBS when that
+    names a night and a time, else (no DATE-OBS, an absurd one, a failed frame) the time
+    it was logged; (None, "none") for a Parquet row without DATE-OBS."""
+    date_obs = rec.get("date_obs")
+    if date_obs and "T" in date_obs and night_of(date_obs) is not None:
         try:
-            rec = json.loads(line)
+            return datetime.fromisoformat(date_obs.strip()[:19]), "DATE-OBS"
         except ValueError:
-            rec = None
-        if isinstance(rec, dict) and isinstance(rec.get("path"), str) and (
-                isinstance(rec.get("probabilities"), dict) or "error" in rec):
-            recs.append(rec)
-        else:
-            out.torn += 1
-    return recs
-
-
-def _parquet(path: Path) -> list[dict]:
-    """An ``archive`` dataset's flat rows as records (``p_<label>`` -> probabilities)."""
+            pass
     try:
-        import pyarrow.dataset as ds
-    except ImportError:
-        raise UsageError(f"{path}: reading Parquet needs pyarrow: pip install "
-                         "'frameqc[dask]'") from None
-    if path.is_dir() and not any(path.rglob("*.parquet")):
-        raise UsageError(f"{path}: a folder, but no Parquet dataset (no *.parquet in it)")
-    try:
-        rows = ds.dataset(str(path), format="parquet").to_table().to_pylist()
-    except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
-        raise UsageError(f"{path}: cannot read as Parquet ({str(exc).splitlines()[0]})"
-                         ) from None
-    recs = []
-    for row in rows:
-        probs = {k[2:]: v for k, v in row.items() if k.startswith("p_") and v is not None}
-        rec = {k: v for k, v in row.items() if not k.startswith("p_") and v is not None}
-        if row.get("error") is None:
-            rec["probabilities"] = probs
-        recs.append(rec)
-    return recs
+        logged = datetime.fromisoformat(rec["time"])
+    except (KeyError, TypeError, ValueError):
+        return None, "none"
+    logged = logged.astimezone(UTC).replace(tzinfo=None) if logged.tzinfo else logged
+    return (logged, "logged") if logged.year in YEARS else (None, "none")
 
 
 def when(rec: dict) -> datetime | None:
-    """When the frame was taken (UTC, naive): DATE-OBS, else (a failed frame) when logged."""
-    if rec.get("date_obs"):
-        try:
-            return datetime.fromisoformat(str(rec["date_obs"]).strip()[:19])
-        except ValueError:
-            return None
-    try:
-        logged = datetime.fromisoformat(str(rec.get("time")))
-    except ValueError:
-        return None
-    return logged.astimezone(UTC).replace(tzinfo=None) if logged.tzinfo else logged
+    """When the frame was taken, as :func:`placed` places it."""
+    return placed(rec)[0]
 
 
 def night(rec: dict) -> str | None:
-    """The observing night of a record (``night``, else from its time; see night_of)."""
-    if rec.get("night"):
-        return str(rec["night"])
+    """The observing night of a record: its ``night`` when that is a night, else the night
+    of the time it is placed at (see :func:`placed` and ``night_of``)."""
+    said = rec.get("night")
+    if said and night_of(said) == said:
+        return said
     t = when(rec)
     return None if t is None else night_of(t.isoformat())
+
+
+def axis_label(clocks: Iterable[str]) -> str:
+    """What the time axis shows, from the clocks of its points (see :func:`placed`)."""
+    clocks = set(clocks) - {"none"}
+    if clocks == {"logged"}:
+        return "time logged (UTC): no DATE-OBS"
+    if "logged" in clocks:
+        return "DATE-OBS, else time logged (UTC)"
+    return "DATE-OBS (UTC)"
 
 
 def parse_span(text: str) -> timedelta:
@@ -144,21 +98,76 @@ def parse_span(text: str) -> timedelta:
     return timedelta(**{units[text[-1]]: amount})
 
 
-def select(records: Iterable[dict], on: str | None = None, last: timedelta | None = None,
-           now: datetime | None = None) -> tuple[str, list[dict]]:
+@dataclass
+class Chosen:
+    """What the page needs of all the sources: the chosen frames' records in full, and of
+    every frame only its night and label (for the trend), read in one pass.
+
+    A frame decided more than once (a retry, two logs) counts once: its last record. Only
+    the records that may be shown are held: those of the night asked for, of the span, or
+    by default of the latest night so far that is not after tonight (a clock set years
+    ahead does not take the page). Every other frame is known by the 64-bit hash of its
+    path (about 100 bytes a frame instead of 200; two frames of a million share one with
+    a chance of about 1 in 30 million, and would then count once in the trend).
+    """
+
+    name: str
+    records: list[dict]
+    frames: dict[int, tuple[str | None, str | None]]  # hash(path) -> (night, label or None)
+    labels: set[str]
+    skipped: dict[str, Skipped]
+    tonight: str
+
+    @property
+    def total(self) -> int:
+        return len(self.frames)
+
+    def ahead(self) -> int:
+        """Frames whose night is after tonight: a clock ahead, left out of the trend."""
+        return sum(n is not None and n > self.tonight for n, _ in self.frames.values())
+
+
+def select(sources: Sequence[str | os.PathLike], on: str | None = None,
+           last: timedelta | None = None, now: datetime | None = None) -> Chosen:
     """The records of one night (``on``; default the latest night there is) or of the last
-    ``last`` before ``now`` (UTC), ordered by time, and how the selection is named."""
-    records = list(records)
-    if last is not None:
-        now = now or datetime.now(UTC).replace(tzinfo=None)
-        start = now - last
-        chosen = [r for r in records if (t := when(r)) is not None and start <= t <= now]
+    ``last`` before ``now`` (UTC), ordered by time, read from ``sources`` as a stream."""
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    start = now - last if last is not None else None
+    tonight = night_of(now.isoformat())
+    skipped: dict[str, Skipped] = {}
+    shown: dict[str, tuple[str | None, dict]] = {}  # path -> (night, record)
+    frames: dict[int, tuple[str | None, str | None]] = {}
+    labels: set[str] = set()
+    names: dict[str, str] = {}  # one copy of each night and label among 100,000s of frames
+    pairs: dict[tuple, tuple] = {}  # and of each (night, label)
+    best = None  # the default: the latest night so far
+    for rec in read(sources, skipped):
+        n = night(rec)
+        n = names.setdefault(n, n) if n else None
+        label = None if rec.get("error") is not None else names.setdefault(
+            rec["label"], rec["label"])
+        frames[hash(rec["path"])] = pairs.setdefault((n, label), (n, label))
+        labels.update(rec.get("probabilities") or ())
+        shown.pop(rec["path"], None)  # the last record is the one that counts
+        if start is not None:
+            keep = (t := when(rec)) is not None and start <= t <= now
+        elif on is not None:
+            keep = n == on
+        else:
+            keep = n is not None and n <= tonight and (best is None or n >= best)
+            if keep and n != best:
+                best = n
+                shown = {p: v for p, v in shown.items() if v[0] == best}
+        if keep:
+            shown[rec["path"]] = (n, rec)
+    if start is not None:
         name = f"{start:%Y-%m-%d %H:%M} to {now:%H:%M} UTC"
     else:
-        on = on or max((n for r in records if (n := night(r))), default=None)
-        chosen = [r for r in records if on is not None and night(r) == on]
+        on = on or best
         name = f"night of {on}" if on else "no night yet"
-    return name, sorted(chosen, key=lambda r: (when(r) or datetime.min, r["path"]))
+    chosen = sorted((rec for _, rec in shown.values()),
+                    key=lambda r: (when(r) or datetime.min, r["path"]))
+    return Chosen(name, chosen, frames, labels, skipped, tonight)
 
 
 @dataclass
@@ -192,20 +201,29 @@ class Summary:
     alerts: int = 0
     doubtful: int = 0
     models: Counter = field(default_factory=Counter)
-    torn: int = 0  # log lines skipped, in all the sources
+    clocks: Counter = field(default_factory=Counter)  # the chosen frames per clock (placed)
+    skipped_in: dict[str, Skipped] = field(default_factory=dict)  # by source
 
     @classmethod
-    def of(cls, name: str, records: list[dict], rule: Rule, torn: int = 0) -> Summary:
-        s = cls(name, records, rule, torn=torn)
+    def of(cls, name: str, records: list[dict], rule: Rule,
+           skipped: dict[str, Skipped] | None = None) -> Summary:
+        s = cls(name, records, rule, skipped_in=skipped or {})
         for r in records:
             s.models[(r.get("model") or "-", r.get("precision") or "-")] += 1
-            if "error" in r and r["error"] is not None:
+            s.clocks[placed(r)[1]] += 1
+            if r.get("error") is not None:
                 s.failed += 1
                 continue
             s.counts[r.get("label")] += 1
             s.alerts += r.get("label") in rule.alerts
             s.doubtful += bool(r.get("doubtful"))
         return s
+
+    @property
+    def skipped(self) -> Skipped:
+        """What was not a record, in all the sources."""
+        return Skipped(*(sum(getattr(k, what) for k in self.skipped_in.values())
+                         for what in ("lines", "rows", "files")))
 
     @property
     def decided(self) -> int:
@@ -221,16 +239,18 @@ class Summary:
                 or r.get("doubtful")]
 
 
-def trend(records: Iterable[dict], rule: Rule) -> list[tuple[str, int, int]]:
-    """(night, frames decided, alerts) of every night in the records, oldest first."""
+def trend(frames: dict[int, tuple[str | None, str | None]], rule: Rule, until: str
+          ) -> list[tuple[str, int, int]]:
+    """(night, frames decided, alerts) of every night of ``frames`` (see :class:`Chosen`)
+    up to the night ``until``, oldest first."""
     per: dict[str, list[int]] = {}
-    for r in records:
-        n = night(r)
-        if n is None or r.get("error") is not None or "label" not in r:
+    alerts = set(rule.alerts)
+    for n, label in frames.values():
+        if n is None or label is None or n > until:
             continue
         row = per.setdefault(n, [0, 0])
         row[0] += 1
-        row[1] += r["label"] in rule.alerts
+        row[1] += label in alerts
     return [(n, d, a) for n, (d, a) in sorted(per.items())]
 
 
@@ -246,6 +266,15 @@ def _probs(rec: dict) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in (rec.get("probabilities") or {}).items())
 
 
+def _link(path: str) -> Html:
+    """The frame's name, linked to its file (not linked when no file can have that name)."""
+    try:
+        uri = Path(path).absolute().as_uri()
+    except ValueError:  # a lone surrogate from a JSON escape: no bytes on disk name it
+        return esc(path)
+    return Html(f'<a href="{esc(uri)}">{esc(path)}</a>')
+
+
 def _flagged_rows(s: Summary, thumbs: Thumbnails) -> list[list]:
     rows = []
     for r in s.flagged():
@@ -253,11 +282,11 @@ def _flagged_rows(s: Summary, thumbs: Thumbnails) -> list[list]:
         alert = r.get("label") in s.rule.alerts
         said = Html(f"<span class={'alert' if alert else 'doubt'}>{esc(r.get('label'))}</span>"
                     + (" <span class=doubt>doubtful</span>" if r.get("doubtful") else ""))
-        link = Html(f'<a href="{esc(Path(r["path"]).absolute().as_uri())}">'
-                    f"{esc(r['path'])}</a>")
-        t = when(r)
+        link = _link(r["path"])
+        t, clock = placed(r)
+        clock = " <span class=muted>(time logged)</span>" if clock == "logged" else ""
         rows.append([image(src, r["path"], not alert), Html(
-            f"<b>{esc(t.strftime('%H:%M:%S') if t else '-')}</b><br>{said}<br>"
+            f"<b>{esc(t.strftime('%H:%M:%S') if t else '-')}</b>{clock}<br>{said}<br>"
             f"{esc(_probs(r))}<br>{facts(found)}{link}")])
     return rows
 
@@ -273,12 +302,11 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
         A source cannot be read, matplotlib is missing, or ``out`` cannot be written.
     """
     need_matplotlib("frameqc night")  # before any work: say what is missing
-    loaded = load(sources)
-    labels = {k for r in loaded.records for k in (r.get("probabilities") or {})}
-    rule = Rule.of(card, labels)
-    name, chosen = select(loaded.records, on, last)
-    s = Summary.of(name, chosen, rule, loaded.torn)
-    nights = trend(loaded.records, rule)
+    chosen = select(sources, on, last)
+    rule = Rule.of(card, chosen.labels)
+    name = chosen.name
+    s = Summary.of(name, chosen.records, rule, chosen.skipped)
+    nights = trend(chosen.frames, rule, chosen.tonight)
     target = Path(out)
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -304,9 +332,14 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
                 ["night", "frames", "alerts", "alert rate"],
                 [[n, d, a, f"{100 * a / d:.1f} %" if d else "-"] for n, d, a in
                  reversed(nights)], "trend"))
-        notes = f"{len(loaded.records)} frames in {len(sources)} source(s)"
-        if loaded.torn:
-            notes += f"; {loaded.torn} log lines were not records and were skipped"
+        notes = f"{chosen.total} frames in {len(sources)} source(s)"
+        if s.skipped:
+            notes += f"; {s.skipped}"
+        if ahead := chosen.ahead():
+            notes += f"; {ahead} frames dated after tonight (a clock ahead?) are not in the trend"
+        if s.clocks["logged"]:
+            notes += (f"; {s.clocks['logged']} frames placed by the time they were logged "
+                      "(no usable DATE-OBS)")
         if rule.threshold is None:
             notes += (f"; no model given: alerts are every label but {NOT_ALERT}, "
                       "no threshold drawn")

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import html
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from frameqc.runtime import __version__
 from frameqc.runtime.errors import UsageError
+from frameqc.runtime.util.files import atomic_file, write_atomic
 
 CSS = """
 body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
@@ -38,9 +40,27 @@ class Html(str):
     """Markup that is already safe: placed in a page as it is."""
 
 
+#: What a page cannot show as it is: control characters, and the lone surrogates a file
+#: name that is not UTF-8 decodes to (``surrogateescape``) or a JSON log may hold.
+_UNSHOWN = re.compile("[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+
+
+def _escaped(m: re.Match) -> str:
+    code = ord(m.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8: the byte, as Python writes it
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(text: str) -> str:
+    """Text as a person reads it: a name's bytes that are not UTF-8 and control characters
+    as backslash escapes (``x\\xff.fits``), so a page is always valid UTF-8."""
+    return _UNSHOWN.sub(_escaped, text)
+
+
 def esc(value: object) -> Html:
     """A value as page text, escaped (Html passes through)."""
-    return value if isinstance(value, Html) else Html(html.escape(str(value)))
+    return value if isinstance(value, Html) else Html(html.escape(shown(str(value))))
 
 
 def table(head: Iterable[object], rows: Iterable[Iterable[object]], cls: str = "") -> Html:
@@ -80,11 +100,16 @@ def page(title: str, body: Iterable[str], refresh: float | None = None) -> str:
 
 def write_page(path: str | os.PathLike, text: str) -> Path:
     """Write a page whole or not at all (a browser refreshing never sees half of it)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    write_atomic(path, text)
+    return Path(path)
+
+
+def write_png(path: str | os.PathLike, pixels) -> None:
+    """An image (a uint8 array) as a PNG, written whole under a new name (util.files)."""
+    from PIL import Image
+
+    with atomic_file(path) as fh:
+        Image.fromarray(pixels).save(fh, format="PNG")
 
 
 def need_matplotlib(what: str) -> None:

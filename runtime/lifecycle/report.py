@@ -30,7 +30,9 @@ from frameqc.runtime.lifecycle.page import (
     pyplot,
     table,
     write_page,
+    write_png,
 )
+from frameqc.runtime.util.files import atomic_file
 
 
 def write_report(evaluations: Sequence[Evaluation], directory: str | os.PathLike,
@@ -91,15 +93,13 @@ def _summary(evaluations: Sequence[Evaluation], data_name: str) -> str:
 
 def _seen(ev: Evaluation, path: str, out: Path, name: str) -> str | None:
     """The image the network saw of ``path``, made again with the model's recipe."""
-    from PIL import Image
-
     from frameqc.runtime.lifecycle.seen import preview
     from frameqc.runtime.model.recipes import make_recipe
 
     seen = preview(path, [make_recipe(ev.recipe, ev.input_size)])
     if seen is None:
         return None
-    Image.fromarray(seen).save(out / name)
+    write_png(out / name, seen)
     return name
 
 
@@ -108,8 +108,6 @@ def _probs(probabilities: dict[str, float]) -> str:
 
 
 def _model_section(ev: Evaluation, k: int, out: Path) -> str:
-    from PIL import Image
-
     per = ev.per_label()
     label_rows = [[lab, v["support"], f"{v['precision']:.3f}", f"{v['recall']:.3f}",
                    f"{v['f1']:.3f}"] for lab, v in per.items()]
@@ -126,7 +124,7 @@ def _model_section(ev: Evaluation, k: int, out: Path) -> str:
     figures = []
     for i, m in enumerate(ev.mistakes):
         name = f"mistakes/m{k}_{i:03d}.png"
-        Image.fromarray(m.preview).save(out / name)
+        write_png(out / name, m.preview)
         doubt = Html(" <span class=doubt>doubtful</span>") if m.doubtful else ""
         figures.append(figure(image(name, m.path, m.doubtful), Html(
             f"<b>{esc(m.truth)}</b>, said <b>{esc(m.said)}</b>{doubt}<br>"
@@ -216,6 +214,7 @@ def _threshold_plot(plt, evaluations: Sequence[Evaluation], target: Path) -> boo
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    fig.savefig(target)
+    with atomic_file(target) as fh:  # whole, under a new name: never a planted link
+        fig.savefig(fh, format="png")
     plt.close(fig)
     return True

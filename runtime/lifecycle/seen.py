@@ -17,8 +17,10 @@ import numpy as np
 from frameqc.runtime.data.facts import header_facts
 from frameqc.runtime.data.reader import read_frame
 from frameqc.runtime.errors import FrameError, UsageError
+from frameqc.runtime.lifecycle.page import write_png
 from frameqc.runtime.model.card import ModelCard
 from frameqc.runtime.model.recipes import AsinhRecipe, Recipe, RGBRecipe, make_recipe
+from frameqc.runtime.util.files import write_atomic
 
 #: Where thumbnails are kept in a page's folder.
 SEEN = "seen"
@@ -58,7 +60,7 @@ class Thumbnails:
     def _key(self, path: str) -> str | None:
         try:
             st = os.stat(path)
-        except OSError:
+        except (OSError, ValueError):  # gone, or a name no file can have (a NUL in it)
             return None
         ident = [os.path.abspath(path), st.st_size, st.st_mtime_ns,
                  [r.params() for r in self.recipes]]
@@ -70,27 +72,37 @@ class Thumbnails:
         if key is None:
             return None, {}
         png, meta = self.dir / f"{key}.png", self.dir / f"{key}.json"
-        if meta.exists():
-            try:
-                known = json.loads(meta.read_text())
-                return (f"{SEEN}/{png.name}" if known["image"] else None), known["facts"]
-            except (OSError, ValueError, KeyError):
-                pass  # a damaged cache entry is made again
-        made = self._make(path, png)
+        known = _entry(meta, png)
+        if known is not None:
+            return (f"{SEEN}/{png.name}" if known["image"] else None), known["facts"]
+        made = self._make(path, png)  # new, or a damaged entry made again
         found = header_facts(path)
         self.dir.mkdir(exist_ok=True)
-        meta.write_text(json.dumps({"path": path, "image": made, "facts": found}))
+        write_atomic(meta, json.dumps({"path": path, "image": made, "facts": found}))
         return (f"{SEEN}/{png.name}" if made else None), found
 
     def _make(self, path: str, png: Path) -> bool:
-        from PIL import Image
-
         seen = preview(path, self.recipes)
         if seen is None:
             return False
         self.dir.mkdir(exist_ok=True)
-        tmp = png.with_name(f".{png.name}.tmp")
-        Image.fromarray(seen).save(tmp, format="PNG")
-        os.replace(tmp, png)
+        write_png(png, seen)
         self.made += 1
         return True
+
+
+def _entry(meta: Path, png: Path) -> dict | None:
+    """A cache entry as it was written (``image`` a bool whose PNG is there, ``facts`` text
+    by text), or None when it is missing or of another shape: then it is made again."""
+    try:
+        with meta.open("rb") as fh:  # an entry is a few hundred bytes; more is not one
+            known = json.loads(fh.read(1 << 16))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(known, dict) or not isinstance(known.get("image"), bool):
+        return None
+    facts = known.get("facts")
+    if not isinstance(facts, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in facts.items()):
+        return None
+    return known if not known["image"] or png.is_file() else None

@@ -11,6 +11,7 @@ A frame that could not be decided has a record of ``path``, ``error``, ``model``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -66,23 +67,31 @@ FIELDS: tuple[Field, ...] = (
 )
 
 
+#: The years a DATE-OBS can name a night in. Outside them (``0001-01-01``, an unset clock;
+#: ``9999-12-31``; a far future) the date is kept as text in ``date_obs``, the night is unknown.
+YEARS = range(1900, 2200)
+
+
 def night_of(date_obs: str | None) -> str | None:
     """The observing night a DATE-OBS belongs to: the UTC date 12 hours earlier.
 
     A frame taken at 02:00 on 9 July belongs to the night of 8 July, like the one taken
-    at 22:00 on 8 July. A bare date is its own night; anything unparsable gives None.
+    at 22:00 on 8 July. A bare date is its own night; anything unparsable, or a date
+    outside :data:`YEARS`, gives None: a record, never an exception.
     """
-    if not date_obs:
+    if not date_obs or not isinstance(date_obs, str):
         return None
-    from datetime import datetime, timedelta
+    from datetime import date, datetime, timedelta
 
+    text = date_obs.strip()
     try:
-        if "T" not in date_obs:
-            return datetime.fromisoformat(date_obs.strip()[:10]).date().isoformat()
-        when = datetime.fromisoformat(date_obs.strip()[:19])
-    except ValueError:
+        if "T" not in text:
+            night = date.fromisoformat(text[:10])
+        else:
+            night = (datetime.fromisoformat(text[:19]) - timedelta(hours=12)).date()
+    except (ValueError, OverflowError):  # year 1 minus 12 h is before the calendar
         return None
-    return (when - timedelta(hours=12)).date().isoformat()
+    return night.isoformat() if night.year in YEARS else None
 
 
 def record(r: Result, card: ModelCard) -> dict[str, Any]:
@@ -94,6 +103,39 @@ def record(r: Result, card: ModelCard) -> dict[str, Any]:
     if r.decision is None:
         return {f.name: f.get(r, card) for f in FIELDS if f.failed}
     return {f.name: f.get(r, card) for f in FIELDS if f.name != "error"}
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)  # never a bool
+
+
+def _probabilities(value: Any) -> bool:
+    return type(value) is dict and bool(value) and all(
+        type(k) is str and _number(p) and 0 <= p <= 1 for k, p in value.items())
+
+
+#: How a value of each kind of field is recognised (the types JSON and Parquet give).
+_KINDS: dict[str, Callable[[Any], bool]] = {
+    "str": lambda v: type(v) is str, "int": lambda v: type(v) is int,
+    "float": _number, "bool": lambda v: type(v) is bool, "probabilities": _probabilities}
+_CHECKS = {f.name: _KINDS[f.kind] for f in FIELDS}
+
+
+def is_record(rec: Any) -> bool:
+    """Whether ``rec`` (a decoded JSON line, a Parquet row) is a record of :data:`FIELDS`.
+
+    Every field it has is of its kind (None stands for no value), ``path`` is there, and
+    a decided frame has its ``label`` and ``probabilities``, a failed one its ``error``.
+    Keys that are not fields (a log's ``time``, ``host``) are not looked at.
+    """
+    if type(rec) is not dict or type(rec.get("path")) is not str:
+        return False
+    for name, value in rec.items():
+        check = _CHECKS.get(name)
+        if check is not None and value is not None and not check(value):
+            return False
+    return rec.get("error") is not None or (
+        rec.get("label") is not None and rec.get("probabilities") is not None)
 
 
 def failed(rec: dict) -> bool:
