@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from frameqc.runtime.engine.pipeline import Classifier
     from frameqc.runtime.lifecycle.evaluation import evaluate, format_text
     from frameqc.runtime.lifecycle.labelled import LabelledSet
-    from frameqc.runtime.model.session import resolve_model_path
+    from frameqc.runtime.model import resolve_model_path
     from frameqc.runtime.util.progress import Progress
 
     paths = [resolve_model_path(m) for m in (args.model or [None])]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import ModuleType
 
 #: The environment variable naming the model when ``--model`` is not given. Here, so that
@@ -25,3 +26,18 @@ def import_onnxruntime() -> ModuleType:
     import onnxruntime
 
     return onnxruntime
+
+
+def resolve_model_path(model: str | os.PathLike | None, required: bool = True) -> Path | None:
+    """``--model``, else ``$FRAMEQC_MODEL``: the one place a command's model is found.
+
+    Neither set is an error naming both when a model is ``required``, else None.
+    """
+    chosen = model or os.environ.get(MODEL_ENV)
+    if not chosen:
+        if not required:
+            return None
+        from frameqc.runtime.errors import UsageError
+
+        raise UsageError(f"no model: pass --model MODEL.onnx or set ${MODEL_ENV}")
+    return Path(chosen)

@@ -223,8 +223,9 @@ class Session:
     def classify(self, classifier: Any, progress: Callable[[int], None] | None = None,
                  batch_size: int = 8) -> None:
         """Classify every frame not in the cache, adding each to the session as it comes."""
-        from frameqc.runtime.output.record import record
+        from frameqc.runtime.output.destinations import Destinations
 
+        destinations = Destinations(None)  # the record only: the cache below keeps it
         todo = [i for i in range(len(self.paths)) if i not in self.entries]
         views: dict[int, Any] = {}
         facts: dict[int, dict[str, str]] = {}
@@ -236,7 +237,7 @@ class Session:
                     classifier.run(self._frames(first, views, facts), 1),
                     classifier.run(self._frames(todo[1:], views, facts), batch_size)),
                     strict=True):
-                rec = record(result, classifier.model.card)
+                rec = destinations.send(result, classifier.card).record
                 entry = Entry(rec, facts.pop(i, {}))
                 name = self.keys[i]
                 if result.prepared is not None:
