@@ -67,12 +67,12 @@ def install_model(staged: Path, target: Path) -> None:
     for p in data:
         os.replace(p, target.parent / p.name)
     os.replace(staged, target)
-    discard_staged(staged)
+    discard_stage(staged)
     keep = {previous, *(target.parent / p.name for p in data)}
     for old in target.parent.glob(f"{target.name}.*{DATA_SUFFIX}"):
         if old not in keep and old.name.count(".") - target.name.count(".") <= 2:
             old.unlink(missing_ok=True)
 
 
-def discard_staged(staged: Path) -> None:
+def discard_stage(staged: Path) -> None:
     shutil.rmtree(staged.parent, ignore_errors=True)
