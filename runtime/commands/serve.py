@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isdir(d):
             raise UsageError(f"--allow {d}: not a directory")
     check_options(args.tcp, args.log)
-    path = resolve_model_path(args.model)
+    path = Path(resolve_model_path(args.model))
     socket = Path(args.socket or default_socket())
     Senders.check(args)  # before the model is touched
     alerts = alert_labels(path) if args.on_alert else ()  # the server reads its own later

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{directory}: not a directory")
     destinations = Destinations(args.format, args.log, args.sort_into, tags=tags(args))
     destinations.check()
-    path = resolve_model_path(args.model)
+    path = Path(resolve_model_path(args.model))
     state = Path(args.state) if args.state else default_state(directory, cache_dir())
     Senders.check(args)  # before the model is touched
     classifier = Classifier.load(path, args.threads, threshold=args.threshold)

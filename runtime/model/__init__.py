@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from types import ModuleType
 
 #: The environment variable naming the model when ``--model`` is not given. Here, so that
@@ -28,10 +27,13 @@ def import_onnxruntime() -> ModuleType:
     return onnxruntime
 
 
-def resolve_model_path(model: str | os.PathLike | None, required: bool = True) -> Path | None:
+def resolve_model_path(model: str | os.PathLike | None, required: bool = True
+                       ) -> str | os.PathLike | None:
     """``--model``, else ``$FRAMEQC_MODEL``: the one place a command's model is found.
 
-    Neither set is an error naming both when a model is ``required``, else None.
+    Neither set is an error naming both when a model is ``required``, else None. The
+    name is returned as given (no pathlib: the light path of a one-shot answered by a
+    server imports none).
     """
     chosen = model or os.environ.get(MODEL_ENV)
     if not chosen:
@@ -40,4 +42,4 @@ def resolve_model_path(model: str | os.PathLike | None, required: bool = True) -
         from frameqc.runtime.errors import UsageError
 
         raise UsageError(f"no model: pass --model MODEL.onnx or set ${MODEL_ENV}")
-    return Path(chosen)
+    return chosen

@@ -103,11 +103,13 @@ def tags(args: argparse.Namespace) -> dict[str, str]:
 
 def alert_labels(model: str | os.PathLike | None) -> tuple[str, ...]:
     """The card's alert labels, read from the model file without loading it."""
+    from pathlib import Path
+
     from frameqc.runtime.errors import ModelError
     from frameqc.runtime.model import resolve_model_path
     from frameqc.runtime.model.peek import read_card
 
-    path = resolve_model_path(model)
+    path = Path(resolve_model_path(model))
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     card = read_card(path)

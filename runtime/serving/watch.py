@@ -7,7 +7,7 @@ again later) if it changed while it was read. What was done is appended to a sta
 a frame rewritten with new content is classified again. Nothing is written in the folder.
 
 A frame is done only once its decision was written to every output (the stream, ``--log``
-and the sink's other destinations): if one fails, the frame is not remembered, the scan
+and the other destinations): if one fails, the frame is not remembered, the scan
 stops there, and a later scan takes it again (a decision is written at least once, never
 lost). A frame that fails is reported and tried again later (a read error may pass): on a
 later scan, at least ``RETRY_AFTER`` seconds on, or on the next ``--once`` run; after
