@@ -254,3 +254,40 @@ def test_sigint_also_cleans_up(runtime_model, tmp_path):
                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) as server:
         assert server.stop(signal.SIGINT) == 0 and not (tmp_path / "i.sock").exists()
         assert "stopped after" in server.log.read_text()
+
+
+def test_an_unwritable_log_never_keeps_an_answer_from_its_client(runtime_model, fits_dir,
+                                                                 tmp_path):
+    """The server's log goes through the same destinations as a command's, with the
+    server's policy: the client is answered, the failure said once a minute, no frame
+    counted as failed."""
+    import io
+
+    from frameqc.runtime.model.session import Model
+    from frameqc.runtime.serving.server import LocalHandler, ServerState
+
+    log = tmp_path / "gone" / "serve.log"  # its folder does not exist: every append fails
+    err = io.StringIO()
+    state = ServerState(Model(runtime_model["int8"], threads=1), str(log), 1 << 20, 10.0,
+                        err=err)
+
+    class Owner:  # what the handler asks of its socketserver
+        service = state
+
+    ours, theirs = socket.socketpair()
+    handler = threading.Thread(target=LocalHandler, args=(theirs, None, Owner()), daemon=True)
+    handler.start()
+    frame = str(fits_dir / "prebinned_227.fits")
+    try:
+        ours.sendall((json.dumps({"op": "classify", "paths": [frame, frame]}) + "\n").encode())
+        reader = ours.makefile("rb")
+        answers = [json.loads(reader.readline()) for _ in range(3)]
+    finally:
+        ours.close()
+        handler.join(10)
+    assert [a["record"]["path"] for a in answers[:2]] == [frame, frame]
+    assert "label" in answers[0]["record"] and answers[2] == {"end": True}
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        f"cannot write --log {log} (No such file or directory); answering clients regardless")
+    assert state.frames == 2 and state.errors == 0 and not log.parent.exists()
