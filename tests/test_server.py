@@ -172,6 +172,25 @@ def shutter_server(runtime_model, tmp_path):
     server.stop()
 
 
+def test_the_router_knows_the_labels_before_the_first_frame(shutter_server, runtime_model,
+                                                            monkeypatch):
+    """Through the server and here alike, opening the route gives the card's labels and
+    alert labels; nothing is classified until frames are asked for."""
+    from frameqc.runtime.model.peek import read_card
+    from frameqc.runtime.serving.route import Router
+
+    card = read_card(runtime_model["int8"])
+    served = Router(runtime_model["int8"], socket=str(shutter_server.sock)).open()
+    try:
+        assert (served.labels, served.alerts, served.card) == (card.labels, card.alerts, None)
+    finally:
+        served.close()
+    monkeypatch.setenv("FRAMEQC_SOCKET", str(shutter_server.sock.with_name("none.sock")))
+    here = Router(runtime_model["int8"]).open()
+    assert (here.labels, here.alerts, here.card) == (card.labels, card.alerts, card)
+    assert shutter_server.status()["frames"] == 0
+
+
 def light_classify(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", LIGHT, "classify", *argv], capture_output=True,
                           text=True, timeout=300, env={**os.environ, **(env or {})},
