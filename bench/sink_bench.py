@@ -72,20 +72,20 @@ def watch_once(model_path: Path, folder: Path, work: Path, url: str | None
     import io
 
     from frameqc.runtime.engine.pipeline import Classifier
-    from frameqc.runtime.output.sink import Sink
+    from frameqc.runtime.output.destinations import Destinations
+    from frameqc.runtime.senders.influx import InfluxSender
     from frameqc.runtime.serving.watch import Watcher
-    from frameqc.runtime.sinks.sender import InfluxSender
 
     clf = _CLASSIFIERS.get(model_path) or Classifier.load(model_path)
     _CLASSIFIERS[model_path] = clf
     state = Path(tempfile.mkdtemp(dir=work)) / "state"
-    sink = Sink("json", out=io.StringIO(), err=sys.stderr)
-    sink.start(clf.labels)
+    destinations = Destinations("json", out=io.StringIO(), err=sys.stderr)
+    destinations.start(clf.labels)
     sender = InfluxSender(url, Path(f"{state}.influx-spool"), err=io.StringIO()) if url \
         else None
     if sender:
-        sink.extras.append(sender)
-    watcher = Watcher(clf, folder, state, sink, settle=0.0)
+        destinations.senders.append(sender)
+    watcher = Watcher(clf, folder, state, destinations, settle=0.0)
     cpu, start = time.process_time(), time.perf_counter()
     n = watcher.scan()
     took = time.perf_counter() - start

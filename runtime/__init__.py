@@ -8,9 +8,10 @@ encodings. The sub-packages are layers, each importing only from those listed be
     data/           reading frames, the one SOURCES grammar, binning, synthetic frames
     model/          the card, the decision rule, recipes (array -> tensor), the session
     engine/         the pipeline: Classifier, Result
-    output/, sinks/ the one record definition, its encodings, where decisions go (Sink);
-                    InfluxDB points and alert hooks
-    serving/        server, client, protocol, watch; Route (a server if one serves, else here)
+    output/         the one record definition, its encodings (the InfluxDB line protocol
+                    too), and Destinations: a result becomes its record and goes everywhere
+    senders/        decisions sent on in the background: InfluxDB points, alert hooks
+    serving/        server, client, protocol, watch; Router (a server if one serves, else here)
     lifecycle/, archive/, demo/, web/
                     labelled sets, evaluation, report, the night page; the Dask archive
                     run; the demo; the labelling app

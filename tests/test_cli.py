@@ -104,3 +104,25 @@ def test_a_one_shot_leaves_no_onnxruntime_telemetry(runtime_model, fits_dir, tmp
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0 and out.stderr == "", out.stderr
     assert not (tmp_path / ".cache" / "Microsoft").exists()
+
+
+def test_classify_reads_the_model_card_once(runtime_model, fits_dir, tmp_path, monkeypatch):
+    """One ``frameqc classify FILE`` parses the card once: the session is handed the card
+    the classifier read, and --on-alert takes its alert labels from the same card."""
+    from frameqc.runtime.model.card import ModelCard
+
+    reads = []
+    parse = ModelCard.from_metadata.__func__
+
+    def counted(cls, meta):
+        reads.append(1)
+        return parse(cls, meta)
+
+    monkeypatch.setattr(ModelCard, "from_metadata", classmethod(counted))
+    monkeypatch.setenv("FRAMEQC_SOCKET", str(tmp_path / "nobody-serves.sock"))
+    frame = str(fits_dir / "prebinned_227.fits")
+    code, out, err = run_cli("classify", "--model", str(runtime_model["fp32"]), "--on-alert",
+                             "true", frame)
+    assert code == 0, err
+    assert out.endswith(f" {frame}\n")
+    assert len(reads) == 1

@@ -9,7 +9,7 @@ import pytest
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.lifecycle.evaluation import Evaluation
 from frameqc.runtime.lifecycle.labelled import LabelledSet
-from frameqc.runtime.output.files import prepare_sort_dir, sort_into
+from frameqc.runtime.output.folders import prepare_sort_dir, sort_into
 
 
 def touch(path):

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "runtime"
 
 #: The runtime's folders, lowest layer first: a module may import its own layer or lower.
-LAYERS = [("errors", "util"), ("data",), ("model",), ("engine",), ("output", "sinks"),
+LAYERS = [("errors", "util"), ("data",), ("model",), ("engine",), ("output",), ("senders",),
           ("serving",), ("lifecycle", "archive", "demo", "web"), ("commands",), ("cli",)]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
@@ -55,6 +55,28 @@ def test_imports_run_downwards_only(path):
             if other == "__init__":
                 continue  # the package itself: its version
             assert RANK[other] <= RANK[mine], f"{path} ({mine}) imports {module} ({other})"
+
+
+def test_encoders_sit_below_their_senders():
+    """output/ holds every encoding of the record (the line protocol too) and imports
+    nothing above it; the senders use those encodings from above."""
+    assert RANK["output"] < RANK["senders"] < RANK["serving"]
+    assert (RUNTIME / "output" / "line_protocol.py").exists()
+    for path in (RUNTIME / "output").glob("*.py"):
+        for module in _imports(path):
+            assert not module.startswith("frameqc.runtime.senders"), f"{path} imports {module}"
+
+
+def test_one_place_turns_a_result_into_a_record():
+    """``record()`` is called by the destinations object alone: every command's record is
+    built there and sent on from there."""
+    callers = []
+    for path in _runtime_modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(
+                    node.func, "attr", None)) == "record":
+                callers.append(str(path.relative_to(ROOT)))
+    assert callers == ["runtime/output/destinations.py"]
 
 
 def test_only_the_session_module_builds_sessions():
@@ -111,14 +133,15 @@ def test_every_encoding_carries_a_new_field(extra_field, runtime_model, fits_dir
     import pyarrow as pa
 
     from frameqc.runtime.engine.pipeline import Classifier
+    from frameqc.runtime.output.destinations import Destinations
     from frameqc.runtime.output.formats import Writer, log_line
-    from frameqc.runtime.output.record import arrow_schema, flat, record
+    from frameqc.runtime.output.record import arrow_schema, flat
 
     clf = Classifier.load(runtime_model["fp32"], threads=1)
     card = clf.model.card
     frame = sorted(fits_dir.iterdir())[0]
     results = list(clf.run([str(frame), str(tmp_path / "missing.fits")]))
-    recs = [record(r, card) for r in results]
+    recs = [Destinations(None).send(r, card).record for r in results]
     want = f"probe:{frame.name}"
     assert recs[0]["probe"] == want and recs[1]["probe"] == "probe:missing.fits"
     out = io.StringIO()
@@ -128,8 +151,8 @@ def test_every_encoding_carries_a_new_field(extra_field, runtime_model, fits_dir
     Writer("csv", out, io.StringIO(), card.labels).write(recs[0])
     assert next(csv.DictReader(io.StringIO(out.getvalue())))["probe"] == want
     assert json.loads(log_line(recs[0], results[0].timings))["probe"] == want
-    from frameqc.runtime.sinks.hooks import hook_env
-    from frameqc.runtime.sinks.influx import line
+    from frameqc.runtime.output.line_protocol import line
+    from frameqc.runtime.senders.hooks import hook_env
 
     assert f'probe="{want}"' in line(recs[0]) and 'probe="probe:missing.fits"' in line(recs[1])
     assert hook_env(recs[0], 1)["FRAMEQC_PROBE"] == want
@@ -141,10 +164,10 @@ def test_every_encoding_carries_a_new_field(extra_field, runtime_model, fits_dir
 
 def _server_reply(model, path: str) -> dict:
     """One classify request answered by the server's own handler over a real socket."""
-    from frameqc.runtime.serving.server import LocalHandler, Service
+    from frameqc.runtime.serving.server import LocalHandler, ServerState
 
     class Server:  # what the handler asks of its socketserver
-        service = Service(model, None, 1 << 20, 10.0, err=io.StringIO())
+        service = ServerState(model, None, 1 << 20, 10.0, err=io.StringIO())
 
     ours, theirs = socket.socketpair()
     handler = threading.Thread(target=LocalHandler, args=(theirs, None, Server()), daemon=True)

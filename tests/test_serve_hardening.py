@@ -201,7 +201,7 @@ def test_allow_checks_the_file_actually_opened(runtime_model, tmp_path, fits_dir
     import io
 
     from frameqc.runtime.model.session import Model
-    from frameqc.runtime.serving.server import Service
+    from frameqc.runtime.serving.server import ServerState
 
     allowed, outside = tmp_path / "allowed", tmp_path / "secret"
     allowed.mkdir()
@@ -209,8 +209,8 @@ def test_allow_checks_the_file_actually_opened(runtime_model, tmp_path, fits_dir
     shutil.copy(fits_dir / "prebinned_227.fits", outside / "secret.fits")
     shutil.copy(fits_dir / "prebinned_227.fits", allowed / "ok.fits")
     (allowed / "swapped.fits").symlink_to(outside / "secret.fits")
-    service = Service(Model(runtime_model["int8"], threads=1), None, 1 << 20, 10.0,
-                      err=io.StringIO(), allow=(str(allowed),))
+    service = ServerState(Model(runtime_model["int8"], threads=1), None, 1 << 20, 10.0,
+                          err=io.StringIO(), allow=(str(allowed),))
     monkeypatch.setattr(os.path, "realpath", os.path.abspath)  # the link, not yet there
     ok = service.classify(service.served.classifier, str(allowed / "ok.fits"), "ok")
     swapped = service.classify(service.served.classifier, str(allowed / "swapped.fits"), "s")

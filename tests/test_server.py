@@ -172,6 +172,25 @@ def shutter_server(runtime_model, tmp_path):
     server.stop()
 
 
+def test_the_router_knows_the_labels_before_the_first_frame(shutter_server, runtime_model,
+                                                            monkeypatch):
+    """Through the server and here alike, opening the route gives the card's labels and
+    alert labels; nothing is classified until frames are asked for."""
+    from frameqc.runtime.model.peek import read_card
+    from frameqc.runtime.serving.route import Router
+
+    card = read_card(runtime_model["int8"])
+    served = Router(runtime_model["int8"], socket=str(shutter_server.sock)).open()
+    try:
+        assert (served.labels, served.alerts, served.card) == (card.labels, card.alerts, None)
+    finally:
+        served.close()
+    monkeypatch.setenv("FRAMEQC_SOCKET", str(shutter_server.sock.with_name("none.sock")))
+    here = Router(runtime_model["int8"]).open()
+    assert (here.labels, here.alerts, here.card) == (card.labels, card.alerts, card)
+    assert shutter_server.status()["frames"] == 0
+
+
 def light_classify(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", LIGHT, "classify", *argv], capture_output=True,
                           text=True, timeout=300, env={**os.environ, **(env or {})},
@@ -254,3 +273,40 @@ def test_sigint_also_cleans_up(runtime_model, tmp_path):
                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) as server:
         assert server.stop(signal.SIGINT) == 0 and not (tmp_path / "i.sock").exists()
         assert "stopped after" in server.log.read_text()
+
+
+def test_an_unwritable_log_never_keeps_an_answer_from_its_client(runtime_model, fits_dir,
+                                                                 tmp_path):
+    """The server's log goes through the same destinations as a command's, with the
+    server's policy: the client is answered, the failure said once a minute, no frame
+    counted as failed."""
+    import io
+
+    from frameqc.runtime.model.session import Model
+    from frameqc.runtime.serving.server import LocalHandler, ServerState
+
+    log = tmp_path / "gone" / "serve.log"  # its folder does not exist: every append fails
+    err = io.StringIO()
+    state = ServerState(Model(runtime_model["int8"], threads=1), str(log), 1 << 20, 10.0,
+                        err=err)
+
+    class Owner:  # what the handler asks of its socketserver
+        service = state
+
+    ours, theirs = socket.socketpair()
+    handler = threading.Thread(target=LocalHandler, args=(theirs, None, Owner()), daemon=True)
+    handler.start()
+    frame = str(fits_dir / "prebinned_227.fits")
+    try:
+        ours.sendall((json.dumps({"op": "classify", "paths": [frame, frame]}) + "\n").encode())
+        reader = ours.makefile("rb")
+        answers = [json.loads(reader.readline()) for _ in range(3)]
+    finally:
+        ours.close()
+        handler.join(10)
+    assert [a["record"]["path"] for a in answers[:2]] == [frame, frame]
+    assert "label" in answers[0]["record"] and answers[2] == {"end": True}
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        f"cannot write --log {log} (No such file or directory); answering clients regardless")
+    assert state.frames == 2 and state.errors == 0 and not log.parent.exists()

@@ -100,7 +100,7 @@ def model(runtime_model, tmp_path_factory) -> str:
 
 
 def _ns(date_obs: str) -> int:
-    from frameqc.runtime.sinks.influx import timestamp_ns
+    from frameqc.runtime.output.line_protocol import timestamp_ns
 
     return timestamp_ns(date_obs)
 
@@ -118,7 +118,8 @@ def _wait(predicate, seconds: float, what: str):
 # -- line protocol --------------------------------------------------------------------------
 
 def test_awkward_values_come_back_as_they_were(db):
-    from frameqc.runtime.sinks.influx import line, post, write_url
+    from frameqc.runtime.output.line_protocol import line
+    from frameqc.runtime.senders.influx import post, write_url
 
     rec = {"path": '/data/a b,c=d "q" \\x.fits', "label": "Bad frame, really", "index": 1,
            "probability": 0.75, "probabilities": {"Bad frame, really": 0.75, "OK=": 0.25},
@@ -281,7 +282,7 @@ def test_a_cron_run_spools_and_the_next_one_resends(model, tmp_path, db):
 
 
 def test_an_unwritable_spool_counts_the_loss(tmp_path):
-    from frameqc.runtime.sinks.sender import InfluxSender
+    from frameqc.runtime.senders.influx import InfluxSender
 
     (tmp_path / "file").write_text("a file, not a folder (root may write anywhere else)")
     port = free_port()  # nobody listens there
@@ -395,7 +396,7 @@ def _good(i: int) -> dict:
 
 
 def test_a_hanging_hook_never_delays_a_decision(tmp_path):
-    from frameqc.runtime.sinks.hooks import QUEUE_MAX, AlertHook
+    from frameqc.runtime.senders.hooks import QUEUE_MAX, AlertHook
 
     pidfile = tmp_path / "pid"
     err = _Lines()
@@ -447,7 +448,7 @@ def test_a_failing_hook_is_one_line_and_changes_nothing(model, fits_dir, tmp_pat
 
 
 def test_alert_after_fires_once_per_streak(recorder):
-    from frameqc.runtime.sinks.hooks import AlertHook
+    from frameqc.runtime.senders.hooks import AlertHook
 
     cmd, calls = recorder
     hook = AlertHook(cmd, ("Wobble", "Shutter"), after=3, err=_Lines())
@@ -466,7 +467,7 @@ def test_alert_after_fires_once_per_streak(recorder):
 
 
 def test_a_card_without_alerts_says_the_hook_will_not_run():
-    from frameqc.runtime.sinks.hooks import AlertHook
+    from frameqc.runtime.senders.hooks import AlertHook
 
     err = _Lines()
     hook = AlertHook("true", (), err=err)
@@ -511,7 +512,7 @@ def test_an_influxdb2_url_sends_the_token(tmp_path, monkeypatch):
     import http.server
     import threading
 
-    from frameqc.runtime.sinks.sender import InfluxSender
+    from frameqc.runtime.senders.influx import InfluxSender
 
     seen: list[tuple[str, str, bytes]] = []
 

@@ -103,13 +103,14 @@ def classifier(runtime_model):
 
 def watcher(classifier, incoming: Path, state: Path, **kw):
     """A Watcher on ``incoming`` writing JSON lines to a string; returns (watcher, out, err)."""
-    from frameqc.runtime.output.sink import Sink
+    from frameqc.runtime.output.destinations import Destinations
     from frameqc.runtime.serving.watch import Watcher
 
     out, err = io.StringIO(), io.StringIO()
-    sink = Sink("json", out=out, err=err, **kw)
-    sink.start(classifier.labels)
-    return Watcher(classifier, incoming, state, sink, settle=0, err=err, retry_after=0), out, err
+    destinations = Destinations("json", out=out, err=err, **kw)
+    destinations.start(classifier.labels)
+    return (Watcher(classifier, incoming, state, destinations, settle=0, err=err, retry_after=0),
+            out, err)
 
 
 def names(out: io.StringIO) -> list[str]:

@@ -90,7 +90,7 @@ def holding(out: Path, err: TextIO | None = None) -> Iterator[None]:
                              f"({holder}); wait for it to end, or choose another folder"
                              ) from None
         except OSError as exc:  # ENOLCK, EOPNOTSUPP: a file system without locks
-            _say(err or sys.stderr, f"cannot lock {out} "
+            _warn(err or sys.stderr, f"cannot lock {out} "
                                     f"({exc.strerror or exc}); a second run on it would not "
                                     "be refused")
         else:
@@ -131,7 +131,9 @@ def batches(paths: Iterable[str], size: int) -> Iterator[list[str]]:
 # -- on the client ------------------------------------------------------------------------
 
 @dataclass
-class Summary:
+class ArchiveTotals:
+    """What a run did, for its closing line and its exit status."""
+
     frames: int = 0
     errors: int = 0
     skipped: int = 0
@@ -168,7 +170,7 @@ class Previous:
         return len(self.decided) + len(self.failed)
 
 
-def _say(err: TextIO, text: str) -> None:
+def _warn(err: TextIO, text: str) -> None:
     err.write(f"frameqc archive: {text}\n")
     err.flush()
 
@@ -190,7 +192,7 @@ def read_parts(out: Path, columns: list[str] | None, err: TextIO
             yield path, pf.read(columns=None if columns is None else
                                 [c for c in columns if c in have])
         except (OSError, ValueError, pa.ArrowException) as exc:
-            _say(err, f"{path}: not a readable part ({first_line(exc)}); skipped")
+            _warn(err, f"{path}: not a readable part ({first_line(exc)}); skipped")
 
 
 def _of_model(table, model_id: str, precision: str):
@@ -252,7 +254,7 @@ def supersede(out: Path, run: str, model_id: str, precision: str, paths: set[str
 
 def archive(model: str | os.PathLike, out: str | os.PathLike, sources: list[str],
             scheduler: str | None = None, workers: int | None = None, resume: bool = False,
-            batch: int = BATCH, err: TextIO | None = None) -> Summary:
+            batch: int = BATCH, err: TextIO | None = None) -> ArchiveTotals:
     """Classify every frame of ``sources`` on a Dask cluster into the dataset ``out``.
 
     Parameters
@@ -286,10 +288,10 @@ def archive(model: str | os.PathLike, out: str | os.PathLike, sources: list[str]
 
 def _archive(model: str, card: ModelCard, out: Path, sources: list[str],
              scheduler: str | None, workers: int | None, resume: bool, batch: int,
-             err: TextIO) -> Summary:
-    from distributed import Client, LocalCluster, as_completed
+             err: TextIO) -> ArchiveTotals:
+    from distributed import Client, LocalCluster
 
-    from frameqc.runtime.archive.tasks import ModelPlugin, classify_batch
+    from frameqc.runtime.archive.tasks import ModelPlugin
     from frameqc.runtime.model.cpu import available_cpus
 
     prev = previous(out, card.model_id, card.precision, err)
@@ -297,8 +299,7 @@ def _archive(model: str, card: ModelCard, out: Path, sources: list[str],
         raise UsageError(f"{out} already holds {len(prev)} frames for model {card.model_id} "
                          f"({card.precision}): add --resume to go on where it stopped, or "
                          "choose another folder")
-    summary = Summary()
-    retried: set[str] = set()  # frames that had failed, classified again by this run
+    summary = ArchiveTotals()
     run = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     cluster = None
     t0 = time.perf_counter()
@@ -313,41 +314,8 @@ def _archive(model: str, card: ModelCard, out: Path, sources: list[str],
                        if scheduler is None else None)
             client.register_plugin(ModelPlugin(model, threads))
             summary.startup = time.perf_counter() - t0
-            slots = max(2, 2 * sum(client.nthreads().values()))
-            progress = Progress("frames", None, err)
-            pending = as_completed()
-            tasks: dict[str, list[str]] = {}
-            said: set[str] = set()
-
-            def collect(fut) -> None:
-                paths = tasks.pop(fut.key)
-                try:
-                    summary.add(fut.result())
-                except Exception as exc:  # what ended the task (OSError, KilledWorker...)
-                    summary.lost += len(paths)
-                    why = getattr(exc, "strerror", None) or first_line(exc)
-                    if why not in said:
-                        said.add(why)
-                        progress.say(f"frameqc archive: a task of {len(paths)} frames "
-                                     f"failed ({why}); its frames are not in OUT, the other "
-                                     "tasks go on")
-                else:
-                    retried.update(p for p in paths if p in prev.failed)
-                fut.release()
-                progress.update(summary.frames + summary.skipped,
-                                f"{summary.errors} errors")
-
-            for i, paths in enumerate(batches(_not_done(sources, prev.decided, summary),
-                                              batch)):
-                fut = client.submit(classify_batch, paths, str(out), part_name(run, i),
-                                    key=f"frameqc-{run}-{i}", retries=2)
-                tasks[fut.key] = paths
-                pending.add(fut)
-                while pending.count() >= slots:
-                    collect(next(pending))
-            for fut in pending:
-                collect(fut)
-            progress.close()
+            todo = batches(_not_done(sources, prev.decided, summary), batch)
+            retried = _run_tasks(client, todo, out, run, prev, summary, err)
         if resume:
             supersede(out, run, card.model_id, card.precision, retried | prev.stale, err)
     finally:
@@ -359,7 +327,53 @@ def _archive(model: str, card: ModelCard, out: Path, sources: list[str],
     return summary
 
 
-def _not_done(sources: list[str], done: set[str], summary: Summary) -> Iterator[str]:
+def _run_tasks(client, todo: Iterable[list[str]], out: Path, run: str, prev: Previous,
+               summary: ArchiveTotals, err: TextIO) -> set[str]:
+    """Submit a task per batch, at most two per worker thread waiting, and count what each
+    did as it ends; a task that failed is one line (once per cause). The frames that had
+    failed before and were classified again by this run."""
+    from distributed import as_completed
+
+    from frameqc.runtime.archive.tasks import classify_batch
+
+    retried: set[str] = set()
+    slots = max(2, 2 * sum(client.nthreads().values()))
+    progress = Progress("frames", None, err)
+    pending = as_completed()
+    tasks: dict[str, list[str]] = {}
+    said: set[str] = set()
+
+    def collect(fut) -> None:
+        paths = tasks.pop(fut.key)
+        try:
+            summary.add(fut.result())
+        except Exception as exc:  # what ended the task (OSError, KilledWorker...)
+            summary.lost += len(paths)
+            why = getattr(exc, "strerror", None) or first_line(exc)
+            if why not in said:
+                said.add(why)
+                progress.say(f"frameqc archive: a task of {len(paths)} frames "
+                             f"failed ({why}); its frames are not in OUT, the other "
+                             "tasks go on")
+        else:
+            retried.update(p for p in paths if p in prev.failed)
+        fut.release()
+        progress.update(summary.frames + summary.skipped, f"{summary.errors} errors")
+
+    for i, paths in enumerate(todo):
+        fut = client.submit(classify_batch, paths, str(out), part_name(run, i),
+                            key=f"frameqc-{run}-{i}", retries=2)
+        tasks[fut.key] = paths
+        pending.add(fut)
+        while pending.count() >= slots:
+            collect(next(pending))
+    for fut in pending:
+        collect(fut)
+    progress.close()
+    return retried
+
+
+def _not_done(sources: list[str], done: set[str], summary: ArchiveTotals) -> Iterator[str]:
     for path in iter_sources(sources):
         if path in done:
             summary.skipped += 1

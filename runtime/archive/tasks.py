@@ -15,7 +15,8 @@ from collections import Counter
 from distributed import get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from frameqc.runtime.output.record import arrow_schema, flat, record
+from frameqc.runtime.output.destinations import Destinations
+from frameqc.runtime.output.record import arrow_schema, flat
 from frameqc.runtime.util.files import fsync_path
 
 PLUGIN = "frameqc-model"
@@ -53,10 +54,12 @@ def classify_batch(paths: list[str], out: str, part: str) -> dict:
     import pyarrow.parquet as pq
 
     clf = get_worker().plugins[PLUGIN].classifier
-    card = clf.model.card
-    rows = []
+    card = clf.card
+    rows: list[dict] = []
+    destinations = Destinations(None, senders=[lambda rec, timings:
+                                               rows.append(flat(rec, card.labels))])
     for r in clf.run(paths):
-        rows.append(flat(record(r, card), card.labels))
+        destinations.send(r, card)
         r.prepared = None
     table = pa.Table.from_pylist(rows, schema=arrow_schema(card.labels))
     tmp = os.path.join(out, f".{part}.{uuid.uuid4().hex}.tmp")

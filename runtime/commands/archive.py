@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from frameqc.runtime.archive.cluster import archive
-    from frameqc.runtime.model.session import resolve_model_path
+    from frameqc.runtime.model import resolve_model_path
 
     summary = archive(resolve_model_path(args.model), args.output, args.sources,
                       scheduler=args.scheduler, workers=args.workers, resume=args.resume,

@@ -9,7 +9,7 @@ from frameqc.runtime.commands.common import (
     EXIT_OK,
     model_args,
     result_args,
-    sink_args,
+    sender_args,
     sources_arg,
 )
 
@@ -35,31 +35,39 @@ def add_parser(sub) -> None:
     p.add_argument("--socket", metavar="PATH",
                    help="insist on the server at PATH (default: use the server on "
                         "$FRAMEQC_SOCKET or the default socket if it answers, else run here)")
-    sink_args(p)
+    sender_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from frameqc.runtime.data.sources import expand
     from frameqc.runtime.errors import UsageError
-    from frameqc.runtime.output.sink import Sink
-    from frameqc.runtime.serving.route import Route
-    from frameqc.runtime.sinks import Extras, tags
+    from frameqc.runtime.output.destinations import Destinations
+    from frameqc.runtime.senders import Senders, tags
+    from frameqc.runtime.serving.route import Router
 
-    route = Route(args.model, args.socket, args.bin, args.threshold, args.threads,
-                  local=bool(args.preview))
-    sink = Sink(args.format, args.log, args.sort_into, args.preview, tags=tags(args))
-    sink.check()
+    router = Router(args.model, args.socket, args.bin, args.threshold, args.threads,
+                    local=bool(args.preview))
+    destinations = Destinations(args.format, args.log, args.sort_into, args.preview,
+                                tags=tags(args))
+    destinations.check()
     paths = list(expand(args.sources))
     if not paths:
         raise UsageError(f"no frames given: none in {', '.join(args.sources)} (a folder "
                          "with no frames, or an empty list)")
-    extras = Extras.from_args(args, route.model, args.log)
-    extras.attach(sink)
-    sink.progress_to(len(paths))
+    Senders.check(args)  # before the model is touched
+    router.open()
     try:
-        for rec, timings, result in route.run(paths):
-            sink.start(route.labels)
-            sink(rec, timings, result)
+        senders = Senders.from_args(args, router.alerts, args.log)
+    except BaseException:
+        router.close()
+        raise
+    destinations.senders += senders.items
+    destinations.progress_to(len(paths))
+    try:
+        destinations.start(router.labels)
+        for decided in router.run(paths):
+            destinations.send(decided, router.card)
     finally:
-        extras.close()
-    return EXIT_OK if sink.close() else EXIT_FRAME_FAILED
+        router.close()
+        senders.close()
+    return EXIT_OK if destinations.close() else EXIT_FRAME_FAILED

@@ -71,7 +71,7 @@ def sources_arg(p: argparse.ArgumentParser, what: str = "frames") -> None:
                         "names skipped), - for paths on stdin, or @LIST for paths in a file")
 
 
-def sink_args(p: argparse.ArgumentParser, resident: bool = False) -> None:
+def sender_args(p: argparse.ArgumentParser, resident: bool = False) -> None:
     """Decisions to InfluxDB and alert hooks (docs/grafana.md, docs/alerts.md)."""
     g = p.add_argument_group("decisions to InfluxDB, and alert hooks")
     g.add_argument("--influx", metavar="URL",

@@ -43,14 +43,15 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     """Every model on the same labelled frames; figures, then an optional report."""
     import json
+    from pathlib import Path
 
     from frameqc.runtime.engine.pipeline import Classifier
     from frameqc.runtime.lifecycle.evaluation import evaluate, format_text
     from frameqc.runtime.lifecycle.labelled import LabelledSet
-    from frameqc.runtime.model.session import resolve_model_path
+    from frameqc.runtime.model import resolve_model_path
     from frameqc.runtime.util.progress import Progress
 
-    paths = [resolve_model_path(m) for m in (args.model or [None])]
+    paths = [Path(resolve_model_path(m)) for m in (args.model or [None])]
     data = LabelledSet.load(args.data)
     if args.report:  # fail on an unusable report before minutes of inference
         from frameqc.runtime.lifecycle.report import pyplot

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from frameqc.runtime.data.sources import expand
     from frameqc.runtime.engine.pipeline import Classifier
     from frameqc.runtime.errors import UsageError
-    from frameqc.runtime.model.session import resolve_model_path
+    from frameqc.runtime.model import resolve_model_path
     from frameqc.runtime.util.progress import Progress
 
     try:

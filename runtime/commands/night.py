@@ -61,12 +61,12 @@ def run(args: argparse.Namespace) -> int:
     from frameqc.runtime.errors import UsageError
     from frameqc.runtime.lifecycle.night import build, headline, parse_span
     from frameqc.runtime.lifecycle.page import shown
+    from frameqc.runtime.model import resolve_model_path
     from frameqc.runtime.model.peek import read_card
-    from frameqc.runtime.model.session import MODEL_ENV
 
     last = parse_span(args.last) if args.last else None
     card = None
-    model = args.model or os.environ.get(MODEL_ENV)
+    model = resolve_model_path(args.model, required=False)
     if model:
         card = read_card(model)
         if card is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from frameqc.runtime.commands.common import model_args, sink_args
+from frameqc.runtime.commands.common import model_args, sender_args
 from frameqc.runtime.commands.options import positive_float, positive_int
 
 HELP = "keep the model loaded and answer on a local socket (and TCP)"
@@ -40,28 +40,30 @@ def add_parser(sub) -> None:
     p.add_argument("--allow", action="append", metavar="DIR",
                    help="only classify frames under DIR for local clients (repeatable; "
                         "default: any file the server can read)")
-    sink_args(p, resident=True)
+    sender_args(p, resident=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from frameqc.runtime.errors import UsageError
-    from frameqc.runtime.model.session import resolve_model_path
+    from frameqc.runtime.model import resolve_model_path
+    from frameqc.runtime.senders import Senders, alert_labels
     from frameqc.runtime.serving.protocol import default_socket
     from frameqc.runtime.serving.server import check_options, serve
-    from frameqc.runtime.sinks import Extras
 
     for d in args.allow or ():
         if not os.path.isdir(d):
             raise UsageError(f"--allow {d}: not a directory")
     check_options(args.tcp, args.log)
-    path = resolve_model_path(args.model)
+    path = Path(resolve_model_path(args.model))
     socket = Path(args.socket or default_socket())
-    extras = Extras.from_args(args, path, args.log)
+    Senders.check(args)  # before the model is touched
+    alerts = alert_labels(path) if args.on_alert else ()  # the server reads its own later
+    senders = Senders.from_args(args, alerts, args.log)
     try:
         return serve(path, socket, args.tcp, args.log, args.max_bytes, args.timeout,
                      allow=tuple(args.allow or ()), threads=args.threads,
-                     extras=extras.items)
+                     senders=senders.items)
     finally:
-        extras.close()
+        senders.close()

@@ -10,7 +10,7 @@ from frameqc.runtime.commands.common import (
     EXIT_OK,
     model_args,
     result_args,
-    sink_args,
+    sender_args,
 )
 from frameqc.runtime.commands.options import non_negative_float, positive_float
 
@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument("--once", action="store_true",
                    help="scan once and exit (exit 1 if a frame failed; a failed frame is "
                         "tried again by the next run, 3 times at most)")
-    sink_args(p, resident=True)
+    sender_args(p, resident=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,25 +50,26 @@ def run(args: argparse.Namespace) -> int:
 
     from frameqc.runtime.engine.pipeline import Classifier
     from frameqc.runtime.errors import UsageError
-    from frameqc.runtime.model.session import resolve_model_path
-    from frameqc.runtime.output.sink import Sink
+    from frameqc.runtime.model import resolve_model_path
+    from frameqc.runtime.output.destinations import Destinations
+    from frameqc.runtime.senders import Senders, tags
     from frameqc.runtime.serving.watch import RETRY_AFTER, Watcher, default_state
-    from frameqc.runtime.sinks import Extras, tags
     from frameqc.runtime.util.paths import cache_dir
 
     directory = Path(args.dir)
     if not directory.is_dir():
         raise UsageError(f"{directory}: not a directory")
-    sink = Sink(args.format, args.log, args.sort_into, tags=tags(args))
-    sink.check()
-    path = resolve_model_path(args.model)
+    destinations = Destinations(args.format, args.log, args.sort_into, tags=tags(args))
+    destinations.check()
+    path = Path(resolve_model_path(args.model))
     state = Path(args.state) if args.state else default_state(directory, cache_dir())
-    extras = Extras.from_args(args, path, args.log or state)
+    Senders.check(args)  # before the model is touched
+    classifier = Classifier.load(path, args.threads, threshold=args.threshold)
+    senders = Senders.from_args(args, classifier.card.alerts, args.log or state)
     try:
-        classifier = Classifier.load(path, args.threads, threshold=args.threshold)
-        sink.start(classifier.labels)
-        extras.attach(sink)
-        watcher = Watcher(classifier, directory, state, sink, args.settle,
+        destinations.start(classifier.labels)
+        destinations.senders += senders.items
+        watcher = Watcher(classifier, directory, state, destinations, args.settle,
                           retry_after=0.0 if args.once else RETRY_AFTER)
         try:
             if args.once:
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                           f"{'s' if watcher.unsettled > 1 else ''} not settled yet (changed "
                           f"less than --settle {args.settle:g} s ago); left for the next run",
                           file=sys.stderr)
-                ok = sink.close() and not watcher.unwritten
+                ok = destinations.close() and not watcher.unwritten
                 return EXIT_OK if ok else EXIT_FRAME_FAILED
             print(f"frameqc watch: {directory} with {path}; state in {state}",
                   file=sys.stderr, flush=True)
@@ -87,4 +88,4 @@ def run(args: argparse.Namespace) -> int:
         finally:
             watcher.close()
     finally:
-        extras.close()
+        senders.close()

@@ -33,7 +33,7 @@ FRAME_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".f
 Warn = Callable[[str], None]
 
 
-def _say(text: str) -> None:
+def _to_stderr(text: str) -> None:
     print(f"frameqc: {text}", file=sys.stderr)
 
 
@@ -49,7 +49,7 @@ def list_frames(folder: str | os.PathLike) -> list[Path]:
 
 
 def walk_frames(root: str | os.PathLike, followlinks: bool = False,
-                warn: Warn = _say) -> Iterator[str]:
+                warn: Warn = _to_stderr) -> Iterator[str]:
     """The frames under ``root``, recursively, named from ``root`` as given, sorted.
 
     A sub-folder that cannot be read is named through ``warn`` and passed over; so is
@@ -80,7 +80,7 @@ def read_list(lines: Iterable[str]) -> Iterator[str]:
             yield line
 
 
-def expand(sources: Iterable[str], stdin: TextIO | None = None, warn: Warn = _say
+def expand(sources: Iterable[str], stdin: TextIO | None = None, warn: Warn = _to_stderr
            ) -> Iterator[str]:
     """Every frame path that ``sources`` name, in order, as a stream (module docstring)."""
     for src in sources:

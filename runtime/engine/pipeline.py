@@ -18,8 +18,8 @@ import numpy as np
 from frameqc.runtime.data.reader import Frame, Source, read_frame
 from frameqc.runtime.errors import FrameError, FrameQCError
 from frameqc.runtime.model import import_onnxruntime
-from frameqc.runtime.model.card import Binning, ModelCard, parse_binning
-from frameqc.runtime.model.decision import Decision, check_threshold, decide
+from frameqc.runtime.model.card import Binning, ModelCard
+from frameqc.runtime.model.decision import Decision, check_overrides, decide
 from frameqc.runtime.model.peek import read_card
 from frameqc.runtime.model.recipes import Prepared, Recipe, make_recipe
 from frameqc.runtime.model.session import Model
@@ -76,27 +76,32 @@ class Classifier:
         self._model, card = (None, card) if isinstance(model, Future) else (model, model.card)
         self._loading = model if isinstance(model, Future) else None
         self.card: ModelCard = card  # known before the session is built
-        self.recipe = make_recipe(card.recipe, card.input_size,
-                                  None if binning is None else parse_binning(binning))
-        self.threshold = card.threshold if threshold is None else check_threshold(threshold)
+        binning, threshold = check_overrides(binning, threshold)
+        self.recipe = make_recipe(card.recipe, card.input_size, binning)
+        self.threshold = card.threshold if threshold is None else threshold
 
-    @property
-    def model(self) -> Model:
-        """The model; a session still being built (:meth:`load`) is waited for here."""
+    def wait_model(self) -> Model:
+        """The model, waiting for a session still being built (:meth:`load`); a model
+        that cannot load raises its error here."""
         if self._model is None:
             self._model = self._loading.result()
         return self._model
+
+    @property
+    def model(self) -> Model:
+        """The model (:meth:`wait_model`: waits while the session is being built)."""
+        return self.wait_model()
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int | None = None,
              binning: Binning | None = None, threshold: float | None = None) -> Classifier:
         """Load an exported model (``.onnx`` beside its ``.onnx.data``) and its card.
 
-        The card is read from the file first, and the session is built in a thread while
-        the first frames are read and prepared (onnxruntime releases the GIL while it
-        builds): a cold one-shot pays for the longer of the two, not their sum.
-        onnxruntime is imported before the thread starts: modules imported from two
-        threads at once can fail half-initialised.
+        The card is read from the file first, once (the session is handed it), and the
+        session is built in a thread while the first frames are read and prepared
+        (onnxruntime releases the GIL while it builds): a cold one-shot pays for the
+        longer of the two, not their sum. onnxruntime is imported before the thread
+        starts: modules imported from two threads at once can fail half-initialised.
         """
         card = read_card(os.path.realpath(path)) if os.path.isfile(path) else None
         if card is None:  # Model says what is wrong with the file
@@ -104,13 +109,13 @@ class Classifier:
         import_onnxruntime()
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frameqc-session")
-        loading = pool.submit(Model, path, threads)
+        loading = pool.submit(Model, path, threads, card)
         pool.shutdown(wait=False)
         return cls(loading, binning, threshold, card)
 
     def __repr__(self) -> str:
-        card = self.model.card
-        return (f"Classifier({str(self.model.path)!r}, labels={card.labels}, "
+        card = self.card
+        return (f"Classifier({str(self.wait_model().path)!r}, labels={card.labels}, "
                 f"{card.precision}, threshold={self.threshold})")
 
     @property
@@ -139,9 +144,9 @@ class Classifier:
         ready = [r for r in results if r.prepared is not None]
         if ready:
             t0 = time.perf_counter()
-            probs = self.model.predict(np.stack([r.prepared.tensor for r in ready]))
+            probs = self.wait_model().predict(np.stack([r.prepared.tensor for r in ready]))
             each = (time.perf_counter() - t0) / len(ready)
-            card = self.model.card
+            card = self.card
             for r, p in zip(ready, probs, strict=True):
                 r.decision = decide(p, card.labels, card.alerts, self.threshold, card.margin)
                 r.timings["infer"] = each
@@ -157,7 +162,7 @@ class Classifier:
         it = (s if isinstance(s, tuple) else (_name(s), s) for s in sources)
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(self._prepare_all, list(islice(it, batch_size)))
-            self.model  # noqa: B018 -- a model that cannot load stops the run here
+            self.wait_model()  # a model that cannot load stops the run here
             while True:
                 results = pending.result()
                 if not results:
@@ -173,7 +178,7 @@ class Classifier:
         """
         if isinstance(source, np.ndarray):
             source = Frame.from_array(source)
-        self.model  # noqa: B018 -- a model that cannot load is said before any frame
+        self.wait_model()  # a model that cannot load is said before any frame
         return self._infer(self._prepare_all([(_name(source) if name is None else name,
                                                source)]))[0]
 

@@ -25,3 +25,21 @@ def import_onnxruntime() -> ModuleType:
     import onnxruntime
 
     return onnxruntime
+
+
+def resolve_model_path(model: str | os.PathLike | None, required: bool = True
+                       ) -> str | os.PathLike | None:
+    """``--model``, else ``$FRAMEQC_MODEL``: the one place a command's model is found.
+
+    Neither set is an error naming both when a model is ``required``, else None. The
+    name is returned as given (no pathlib: the light path of a one-shot answered by a
+    server imports none).
+    """
+    chosen = model or os.environ.get(MODEL_ENV)
+    if not chosen:
+        if not required:
+            return None
+        from frameqc.runtime.errors import UsageError
+
+        raise UsageError(f"no model: pass --model MODEL.onnx or set ${MODEL_ENV}")
+    return chosen

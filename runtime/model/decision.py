@@ -80,3 +80,11 @@ def decide(probabilities: Sequence[float], labels: Sequence[str],
     chosen = _choose(probs, labels, alerts, threshold)
     return Decision(labels[chosen], chosen, probs[chosen], dict(zip(labels, probs, strict=True)),
                     doubtful(probs, labels, alerts, threshold, margin))
+
+
+def check_overrides(binning: object, threshold: object) -> tuple[object, float | None]:
+    """``--bin`` and ``--threshold`` (or a request's), checked: the card's when None."""
+    from frameqc.runtime.model.card import parse_binning
+
+    return (None if binning is None else parse_binning(binning),
+            None if threshold is None else check_threshold(threshold))

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 from frameqc.runtime.errors import ModelError, UsageError
-from frameqc.runtime.model import MODEL_ENV, import_onnxruntime
+from frameqc.runtime.model import import_onnxruntime
 from frameqc.runtime.model.card import ModelCard
 from frameqc.runtime.model.cpu import resolve_threads
 from frameqc.runtime.model.peek import read_card
@@ -118,14 +118,6 @@ def _open_cached(model: str, threads: int, prepack: bool) -> tuple[Any, str]:
     return open_session(model, threads, prepack), "built"
 
 
-def resolve_model_path(model: str | os.PathLike | None) -> Path:
-    """``--model``, else ``$FRAMEQC_MODEL``; an error naming both when neither is set."""
-    chosen = model or os.environ.get(MODEL_ENV)
-    if not chosen:
-        raise UsageError(f"no model: pass --model MODEL.onnx or set ${MODEL_ENV}")
-    return Path(chosen)
-
-
 class Model:
     """An exported frameqc model, ready to run on the CPU.
 
@@ -135,14 +127,17 @@ class Model:
         A ``.onnx`` file written by ``frameqc export`` (or ``frameqc demo``).
     threads : int, optional
         onnxruntime intra-op threads; default :func:`resolve_threads`.
+    card : ModelCard, optional
+        The card, when the caller read it from this file already: not read again.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, threads: int | None = None,
+                 card: ModelCard | None = None) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such model file")
         real = os.path.realpath(self.path)  # its weights file is found beside it, not the link
-        early = read_card(real)
+        early = card if card is not None else read_card(real)
         self.prepacked = want_prepack(early.precision if early else "fp32")
         self.threads = resolve_threads(threads)
         try:
@@ -155,11 +150,14 @@ class Model:
                                  "(keep the .data file exported with it beside it)") from None
             raise ModelError(f"{self.path}: not a loadable ONNX model ({first_line(exc)})"
                              ) from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        try:
-            self.card = ModelCard.from_metadata(meta)
-        except ModelError as exc:
-            raise ModelError(f"{self.path}: {exc}") from None
+        if early is not None:
+            self.card = early
+        else:  # the session says what is wrong with the card
+            try:
+                self.card = ModelCard.from_metadata(self.session.get_modelmeta()
+                                                    .custom_metadata_map)
+            except ModelError as exc:
+                raise ModelError(f"{self.path}: {exc}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self._lock = threading.Lock()

@@ -48,7 +48,7 @@ class Writer:
         elif self.fmt == "json":
             self.out.write(json.dumps(rec) + "\n")
         elif self.fmt == "influx":
-            from frameqc.runtime.sinks.influx import line
+            from frameqc.runtime.output.line_protocol import line
 
             self.out.write(line(rec, self.tags) + "\n")
         else:

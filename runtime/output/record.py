@@ -2,7 +2,7 @@
 
 Every encoding is derived from :data:`FIELDS`: the JSON object (``--format json``, the
 server's replies, the ``--log`` lines), the CSV header and rows, the Parquet schema and
-rows of ``archive``, and the line protocol of the InfluxDB sink. Adding a field here adds
+rows of ``archive``, and the InfluxDB line protocol. Adding a field here adds
 it to all of them. The upstream text line (:func:`text_line`) keeps its fixed form.
 
 A frame that could not be decided has a record of ``path``, ``error``, ``model`` and
@@ -96,6 +96,9 @@ def night_of(date_obs: str | None) -> str | None:
 
 def record(r: Result, card: ModelCard) -> dict[str, Any]:
     """A result as a record: a JSON-able dict of :data:`FIELDS`, in their order.
+
+    Called in one place, :meth:`~frameqc.runtime.output.destinations.Destinations.send`,
+    which sends the record on to every destination.
 
     A decided frame has every field but ``error``; a failed one the fields marked
     ``failed``.

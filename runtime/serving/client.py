@@ -40,7 +40,7 @@ class Untrusted(Exception):
         self.uid = uid
 
 
-class Refused(Exception):
+class TurnedAway(Exception):
     """The server answered the greeting with an error line (``busy``: too many clients)."""
 
 
@@ -71,7 +71,7 @@ class Connection:
             raise
         if "error" in self.status:
             self.close()
-            raise Refused(self.status["error"])
+            raise TurnedAway(self.status["error"])
 
     def request(self, message: dict) -> dict:
         send(self.sock, message)
@@ -119,7 +119,7 @@ def connect(socket_path: str | None, model: str | None) -> Connection | None:
                              ) from None
         print(f"frameqc: ignoring {path}: {exc}; classifying here", file=sys.stderr)
         return None
-    except Refused as exc:
+    except TurnedAway as exc:
         if insist:
             raise UsageError(f"the server on {path} says: {exc}") from None
         print(f"frameqc: the server on {path} says: {exc}; classifying here", file=sys.stderr)

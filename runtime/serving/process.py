@@ -25,7 +25,7 @@ from frameqc.runtime.serving.protocol import file_identity, peer_uid
 
 
 @dataclass(frozen=True)
-class Served:
+class ServedModel:
     """A loaded model and the file it came from; a request keeps one to its end."""
 
     model: Model
@@ -37,7 +37,7 @@ class Served:
         return self.model.card
 
 
-def load_served(path: str | os.PathLike, threads: int | None = None) -> Served:
+def load_served(path: str | os.PathLike, threads: int | None = None) -> ServedModel:
     """Load the model at ``path``, its file's identity taken first.
 
     The identity is taken before loading, and the file it names (the link resolved) is
@@ -48,7 +48,7 @@ def load_served(path: str | os.PathLike, threads: int | None = None) -> Served:
     model = Model(identity["path"] if identity else path, threads)
     size = model.card.input_size
     model.predict(np.zeros((1, 3, size, size), np.float32))  # warm up: the first run is slow
-    return Served(model, identity, Classifier(model))
+    return ServedModel(model, identity, Classifier(model))
 
 
 def claim_socket(path: Path) -> None:

@@ -1,6 +1,6 @@
 """Where frames are decided: by a running ``frameqc serve`` that serves this model, else here.
 
-``classify``, the Python API and the commands to come all go through :class:`Route`, so a
+``classify``, the Python API and the commands to come all go through :class:`Router`, so a
 frame gets the same record whichever process decided it. A server is used only when it
 serves the very model file this process would load; one that stops answering part-way
 hands the rest of the frames back to this process.
@@ -13,20 +13,22 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from frameqc.runtime.errors import UsageError
-from frameqc.runtime.model import MODEL_ENV
+from frameqc.runtime.model import resolve_model_path
+from frameqc.runtime.output.destinations import Answer
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    from frameqc.runtime.engine.pipeline import Result
-
-#: What a route yields per frame: the record, the seconds of each step, and (when decided
-#: here) the result with what the network saw.
-Decided = tuple[dict, dict[str, float], "Result | None"]
+    from frameqc.runtime.engine.pipeline import Classifier, Result
+    from frameqc.runtime.model.card import ModelCard
+    from frameqc.runtime.serving.client import Connection
 
 
-class Route:
+class Router:
     """Decide frames through a server when one serves ``model``, else in this process.
+
+    :meth:`open` chooses (and reads the model's card once, or takes the server's): the
+    labels and alert labels are known before the first frame. :meth:`run` yields each
+    frame's :class:`~frameqc.runtime.engine.pipeline.Result` when decided here, or the
+    server's :class:`~frameqc.runtime.output.destinations.Answer`.
 
     Parameters
     ----------
@@ -35,6 +37,8 @@ class Route:
     socket : path, optional
         Insist on the server there (an error if none answers for this model). Without it,
         the default socket is tried and frames are decided here when nobody answers.
+    binning, threshold : optional
+        ``--bin`` and ``--threshold``, checked here, once, before anything is done.
     local : bool
         Never ask a server (``--preview`` needs what this process prepared).
     """
@@ -44,55 +48,64 @@ class Route:
                  threads: int | None = None, local: bool = False) -> None:
         if local and socket:
             raise UsageError("--preview saves what this process prepared; drop --socket")
-        if binning is not None:  # checked here, imported only then: the light path stays so
-            from frameqc.runtime.model.card import parse_binning
+        if binning is not None or threshold is not None:  # imported only then: light path
+            from frameqc.runtime.model.decision import check_overrides
 
-            parse_binning(binning)
-        if threshold is not None:
-            from frameqc.runtime.model.decision import check_threshold
-
-            check_threshold(threshold)
-        self.model = model or os.environ.get(MODEL_ENV)
+            binning, threshold = check_overrides(binning, threshold)
+        self.model = resolve_model_path(model, required=False)
         self.socket, self.local = socket, local
         self.binning, self.threshold, self.threads = binning, threshold, threads
         self.labels: Sequence[str] = ()
+        self.alerts: Sequence[str] = ()
+        self.card: ModelCard | None = None  # the card read here, once a model is loaded here
+        self._conn: Connection | None = None
+        self._classifier: Classifier | None = None
 
-    def run(self, paths: Sequence[str]) -> Iterator[Decided]:
+    def open(self) -> Router:
+        """Connect to a server that serves the model, else load it here; labels known."""
+        if not self.local:
+            from frameqc.runtime.serving.client import connect
+
+            self._conn = connect(self.socket, self.model)
+            if self._conn is not None:
+                card = self._conn.status["card"]
+                self.labels, self.alerts = tuple(card["labels"]), tuple(card["alerts"])
+                return self
+        self._load()
+        return self
+
+    def _load(self) -> Classifier:
+        if self._classifier is None:
+            from frameqc.runtime.engine.pipeline import Classifier
+
+            self._classifier = Classifier.load(resolve_model_path(self.model), self.threads,
+                                               self.binning, self.threshold)
+            self.card = self._classifier.card
+            self.labels, self.alerts = self.card.labels, self.card.alerts
+        return self._classifier
+
+    def run(self, paths: Sequence[str]) -> Iterator[Result | Answer]:
         """Decide every path, in order: through the server while it answers, then here."""
         done = 0
-        if not self.local:
-            from frameqc.runtime.serving.client import ServerGone, connect
+        if self._conn is not None:
+            from frameqc.runtime.serving.client import ServerGone
 
-            conn = connect(self.socket, self.model)
-            if conn is not None:
-                self.labels = tuple(conn.status["card"]["labels"])
-                try:
-                    replies = conn.classify([os.path.abspath(p) for p in paths],
-                                            self.binning, self.threshold)
-                    for name, reply in zip(paths, replies, strict=False):
-                        done += 1
-                        yield dict(reply["record"], path=name), reply["timings"], None
-                except ServerGone as exc:
-                    if self.socket:
-                        raise UsageError(f"the server stopped answering ({exc})") from None
-                finally:
-                    conn.close()
+            try:
+                replies = self._conn.classify([os.path.abspath(p) for p in paths],
+                                              self.binning, self.threshold)
+                for name, reply in zip(paths, replies, strict=False):
+                    done += 1
+                    yield Answer(dict(reply["record"], path=name), reply["timings"])
+            except ServerGone as exc:
+                if self.socket:
+                    raise UsageError(f"the server stopped answering ({exc})") from None
+            finally:
+                self.close()
         if done < len(paths):
-            yield from self._here(paths[done:])
+            yield from self._load().run((p, p) for p in paths[done:])
 
-    def _here(self, paths: Sequence[str]) -> Iterator[Decided]:
-        from frameqc.runtime.engine.pipeline import Classifier
-        from frameqc.runtime.model.session import resolve_model_path
-        from frameqc.runtime.output.record import record
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
-        classifier = Classifier.load(resolve_model_path(self.model), self.threads,
-                                     self.binning, self.threshold)
-        card = classifier.card
-        self.labels = card.labels
-        for result in classifier.run((p, p) for p in paths):
-            yield record(result, card), result.timings, result
-
-
-def classify_paths(paths: Sequence[str | Path], **options) -> Iterator[Decided]:
-    """Decide ``paths`` as ``frameqc classify`` does (``options`` as :class:`Route`'s)."""
-    return Route(**options).run([str(p) for p in paths])

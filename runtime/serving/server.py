@@ -41,11 +41,11 @@ from frameqc.runtime.engine.pipeline import Classifier, Result
 from frameqc.runtime.errors import FrameError, FrameQCError, UsageError
 from frameqc.runtime.model.cpu import available_cpus
 from frameqc.runtime.model.session import Model
-from frameqc.runtime.output.formats import append_log, check_appendable
-from frameqc.runtime.output.record import record, tcp_reply
-from frameqc.runtime.output.sink import Extra
+from frameqc.runtime.output.destinations import Destinations, OnFailure, Sender
+from frameqc.runtime.output.formats import check_appendable
+from frameqc.runtime.output.record import tcp_reply
 from frameqc.runtime.serving.process import (
-    Served,
+    ServedModel,
     Signals,
     claim_socket,
     inode,
@@ -67,25 +67,33 @@ from frameqc.runtime.util.text import first_line, local_time
 
 LOCAL_CLIENTS = 32  # local connections at once (cron one-shots, status, the health check)
 TCP_CLIENTS = 32  # TCP connections at once: a limit of their own
-LOG_WARN_EVERY = 60.0  # seconds between two complaints about an unwritable --log
 CHECK_EVERY = 2.0  # seconds between two looks at the model file
 
 
-class Service:
+#: An unwritable ``--log``: said at most once a minute, no frame counted as failed, and
+#: the client still gets its answer.
+ANSWERING_CLIENTS = OnFailure(False, 60.0, lambda option, where, why:
+                              f"{local_time()} cannot write {option} {where} ({why}); "
+                              "answering clients regardless\n")
+
+
+class ServerState:
     """The resident model and the bookkeeping every handler shares."""
 
-    def __init__(self, model: Model | Served, log: str | None, max_bytes: int,
+    def __init__(self, model: Model | ServedModel, log: str | None, max_bytes: int,
                  timeout: float, err: TextIO = sys.stderr, allow: tuple[str, ...] = (),
-                 path: str | os.PathLike | None = None, extras: Sequence[Extra] = ()) -> None:
-        self.extras = tuple(extras)  # --influx, --on-alert: each frame, and their health
-        self.served = model if isinstance(model, Served) else Served(
+                 path: str | os.PathLike | None = None, senders: Sequence[Sender] = ()
+                 ) -> None:
+        self.senders = tuple(senders)  # --influx, --on-alert: each frame, and their health
+        self.destinations = Destinations(None, log, err=err, on_failure=ANSWERING_CLIENTS,
+                                         senders=self.senders)
+        self.served = model if isinstance(model, ServedModel) else ServedModel(
             model, file_identity(model.path), Classifier(model))
         self.path = path or self.served.model.path  # what is watched for a new model
         self.allow = tuple(os.path.realpath(d) for d in allow)
         # frames decoded at once: each may take up to $FRAMEQC_MAX_PIXELS float64 pixels,
         # so memory is bounded by this, not by the number of clients
         self.decoding = threading.BoundedSemaphore(available_cpus())
-        self.log_failed_at = -LOG_WARN_EVERY
         self.log, self.err = log, err
         self.max_bytes, self.timeout = max_bytes, timeout
         self.started = time.time()
@@ -109,7 +117,7 @@ class Service:
                 "uptime": round(time.time() - self.started, 1),
                 "requests": self.requests, "frames": self.frames, "errors": self.errors,
                 "reloads": self.reloads, "endpoints": self.endpoints,
-                "sinks": [getattr(e, "health", dict)() for e in self.extras]}
+                "sinks": [getattr(s, "health", dict)() for s in self.senders]}
 
     def classify(self, classifier: Classifier, source: str | bytes, name: str) -> Result:
         """One frame, with at most as many frames decoding at once as there are CPUs.
@@ -126,7 +134,7 @@ class Service:
             return classifier.classify(source, name=name)
 
     @staticmethod
-    def classifier_for(served: Served, binning, threshold) -> Classifier:
+    def classifier_for(served: ServedModel, binning, threshold) -> Classifier:
         if binning is None and threshold is None:
             return served.classifier
         return Classifier(served.model, binning, threshold)  # it checks both, as the CLI does
@@ -155,42 +163,32 @@ class Service:
                 served = load_served(self.path, old.model.threads)
             except FrameQCError as exc:
                 self._refused = file_identity(self.path)
-                self._say(f"{why}; cannot load {self.path} ({first_line(exc)}); still "
+                self._announce(f"{why}; cannot load {self.path} ({first_line(exc)}); still "
                           f"serving {old.model.path}")
                 return
             self.served, self._refused, self._seen = served, None, None
             with self._lock:
                 self.reloads += 1
-            self._say(f"{why}; now serving {served.model.path} "
+            self._announce(f"{why}; now serving {served.model.path} "
                       f"({', '.join(served.card.labels)}; {served.card.precision})")
         finally:
             self._loading.release()
 
-    def _say(self, text: str) -> None:
+    def _announce(self, text: str) -> None:
         self.err.write(f"{local_time()} frameqc serve: {text}\n")
         self.err.flush()
 
-    def note(self, client: str, rec: dict, timings: dict[str, float]) -> None:
-        """One log line per frame: to --log as JSON, else a short line on stderr."""
+    def note(self, client: str, result: Result, served: ServedModel) -> dict:
+        """One frame decided for ``client``: its record to every destination (the ``--log``
+        line, else a short line on stderr; the senders), and for the client's answer."""
+        rec = self.destinations.send(result, served.card, client=client).record
         self.count(frames=1, errors="error" in rec)
-        if self.log:
-            try:
-                append_log(self.log, rec, timings, client=client)
-            except OSError as exc:  # the client still gets its answer
-                now = time.monotonic()
-                if now - self.log_failed_at >= LOG_WARN_EVERY:
-                    self.log_failed_at = now
-                    self.err.write(f"{local_time()} cannot write "
-                                   f"--log {self.log} ({exc.strerror or exc}); answering "
-                                   "clients regardless\n")
-                    self.err.flush()
-        else:
+        if not self.log:
             what = rec.get("error") or f"{rec['label']} {rec['probability']:.3f}"
             self.err.write(f"{local_time()} {client} {rec['path']}: "
-                           f"{what} ({sum(timings.values()):.3f} s)\n")
+                           f"{what} ({sum(result.timings.values()):.3f} s)\n")
             self.err.flush()
-        for extra in self.extras:
-            extra(rec, timings)
+        return rec
 
 
 class LocalHandler(socketserver.StreamRequestHandler):
@@ -239,8 +237,7 @@ class LocalHandler(socketserver.StreamRequestHandler):
         classifier = svc.classifier_for(served, request.get("bin"), request.get("threshold"))
         for path in paths:
             result = svc.classify(classifier, path, path)
-            rec = record(result, served.card)  # as a local run writes it, error text included
-            svc.note("unix", rec, result.timings)
+            rec = svc.note("unix", result, served)  # as a local run writes it, errors too
             self.reply({"record": rec, "timings": result.timings})
         self.reply({"end": True})
 
@@ -269,9 +266,7 @@ class UpstreamHandler(socketserver.BaseRequestHandler):
             data = recv_exact(sock, size, deadline)
             served = svc.served
             result = svc.classify(served.classifier, data, f"<{size} bytes from {client}>")
-            rec = record(result, served.card)
-            svc.note(client, rec, result.timings)
-            reply = tcp_reply(rec)
+            reply = tcp_reply(svc.note(client, result, served))
         except FrameQCError as exc:
             svc.count(errors=1)
             reply = f"ERROR {exc}"
@@ -288,7 +283,7 @@ class _Limited:
     """Refuse connections beyond the server's limit instead of queueing threads without
     bound, with a busy reply in the server's own protocol."""
 
-    service: Service
+    service: ServerState
     limit: int
     busy: bytes
 
@@ -349,7 +344,7 @@ def serve(model_path: str | os.PathLike, socket_path: Path, tcp: str | None = No
           log: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
           timeout: float = DEFAULT_TIMEOUT, err: TextIO | None = None,
           allow: tuple[str, ...] = (), threads: int | None = None,
-          extras: Sequence[Extra] = ()) -> int:
+          senders: Sequence[Sender] = ()) -> int:
     """Serve until SIGTERM or SIGINT; the socket file is removed on the way out if ours.
 
     SIGHUP reloads the model; so does the served path naming another file.
@@ -359,55 +354,67 @@ def serve(model_path: str | os.PathLike, socket_path: Path, tcp: str | None = No
 
     err = err or sys.stderr
     hostport = check_options(tcp, log)
-    service = Service(load_served(model_path, threads), log, max_bytes, timeout, err, allow,
-                      path=model_path, extras=extras)
+    state = ServerState(load_served(model_path, threads), log, max_bytes, timeout, err, allow,
+                        path=model_path, senders=senders)
     with Signals() as signals:  # before the socket exists: once a client can connect,
-        servers: list[socketserver.BaseServer] = []  # a signal must stop us
-        prepare_socket_dir(socket_path)
-        claim_socket(socket_path)
-        old_umask = os.umask(0o117)  # the socket is born 0660: no window with wider rights
-        try:
-            local = LocalServer(str(socket_path), LocalHandler)
-        finally:
-            os.umask(old_umask)
-        ours = inode(socket_path)
-        local.service = service
-        servers.append(local)
-        service.endpoints.append(f"unix:{socket_path}")
-        if hostport:
-            host, port = hostport
-            TCPServer.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            try:
-                remote = TCPServer((host, port), UpstreamHandler)
-            except OSError as exc:
-                local.server_close()
-                remove_if_ours(socket_path, ours)
-                raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
-            remote.service = service
-            servers.append(remote)
-            service.endpoints.append(f"tcp:{host}:{remote.server_address[1]}")
+        servers, ours = _listen(state, socket_path, hostport)  # a signal must stop us
         for s in servers:
             s.limit_clients()
             threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2},
                              daemon=True).start()
-        model = service.served.model
+        model = state.served.model
         err.write(f"frameqc serve: {model.path} ({', '.join(model.card.labels)}; "
-                  f"{model.card.precision}) on {', '.join(service.endpoints)}; "
+                  f"{model.card.precision}) on {', '.join(state.endpoints)}; "
                   f"pid {os.getpid()}\n")
         err.flush()
         try:
-            while not signals.stop:
-                came = signals.wait(CHECK_EVERY)
-                if signals.stop:
-                    break
-                if signal.SIGHUP in came:
-                    service.reload("SIGHUP")
-                else:
-                    service.look()
+            _until_stopped(state, signals)
         finally:
             for s in servers:
                 s.shutdown()
                 s.server_close()
             remove_if_ours(socket_path, ours)
-            err.write(f"frameqc serve: stopped after {service.requests} requests\n")
+            err.write(f"frameqc serve: stopped after {state.requests} requests\n")
     return 0
+
+
+def _listen(state: ServerState, socket_path: Path, hostport: tuple[str, int] | None
+            ) -> tuple[list[socketserver.BaseServer], tuple[int, int] | None]:
+    """Bind the unix socket (born 0660) and, if asked, the TCP port; the servers and the
+    socket file's inode (removed at the end only if it is still ours)."""
+    prepare_socket_dir(socket_path)
+    claim_socket(socket_path)
+    old_umask = os.umask(0o117)  # the socket is born 0660: no window with wider rights
+    try:
+        local = LocalServer(str(socket_path), LocalHandler)
+    finally:
+        os.umask(old_umask)
+    ours = inode(socket_path)
+    local.service = state
+    servers: list[socketserver.BaseServer] = [local]
+    state.endpoints.append(f"unix:{socket_path}")
+    if hostport:
+        host, port = hostport
+        TCPServer.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            remote = TCPServer((host, port), UpstreamHandler)
+        except OSError as exc:
+            local.server_close()
+            remove_if_ours(socket_path, ours)
+            raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+        remote.service = state
+        servers.append(remote)
+        state.endpoints.append(f"tcp:{host}:{remote.server_address[1]}")
+    return servers, ours
+
+
+def _until_stopped(state: ServerState, signals: Signals) -> None:
+    """Wait for SIGTERM/SIGINT; reload on SIGHUP, and look at the model file meanwhile."""
+    while not signals.stop:
+        came = signals.wait(CHECK_EVERY)
+        if signals.stop:
+            break
+        if signal.SIGHUP in came:
+            state.reload("SIGHUP")
+        else:
+            state.look()

@@ -7,7 +7,7 @@ again later) if it changed while it was read. What was done is appended to a sta
 a frame rewritten with new content is classified again. Nothing is written in the folder.
 
 A frame is done only once its decision was written to every output (the stream, ``--log``
-and the sink's other destinations): if one fails, the frame is not remembered, the scan
+and the other destinations): if one fails, the frame is not remembered, the scan
 stops there, and a later scan takes it again (a decision is written at least once, never
 lost). A frame that fails is reported and tried again later (a read error may pass): on a
 later scan, at least ``RETRY_AFTER`` seconds on, or on the next ``--once`` run; after
@@ -45,8 +45,8 @@ from typing import TextIO
 from frameqc.runtime.data.sources import is_frame_name
 from frameqc.runtime.engine.pipeline import Classifier
 from frameqc.runtime.errors import UsageError
+from frameqc.runtime.output.destinations import Destinations
 from frameqc.runtime.output.formats import append_log
-from frameqc.runtime.output.record import record
 
 Key = tuple[str, int, int]  # name, size, mtime_ns
 ATTEMPTS = 3  # failures of one frame (unchanged) before it is given up
@@ -144,18 +144,22 @@ def listing(directory: Path) -> tuple[dict[Key, Path], dict[str, OSError]]:
 
 
 class Watcher:
-    """Polls a folder and hands each complete, not yet done frame to ``emit``.
+    """Polls a folder and sends each complete, not yet done frame to ``destinations``.
 
-    ``emit`` returns False when the decision could not be written everywhere (or raises
-    :class:`OSError`); the frame is then not done. The state's lock is held until
-    :meth:`close`.
+    A frame whose decision could not be written everywhere (:meth:`Destinations.send`
+    says so, or raises :class:`OSError`) is not done. ``destinations`` may be a plain
+    callable taking each record and its timings (its only destination). The state's lock
+    is held until :meth:`close`.
     """
 
     def __init__(self, classifier: Classifier, directory: Path, state: Path,
-                 emit: Callable[[dict, dict], bool | None], settle: float = 2.0,
-                 err: TextIO | None = None, retry_after: float = RETRY_AFTER) -> None:
+                 destinations: Destinations | Callable[[dict, dict], object],
+                 settle: float = 2.0, err: TextIO | None = None,
+                 retry_after: float = RETRY_AFTER) -> None:
         self.classifier, self.directory, self.state = classifier, directory, state
-        self.emit, self.settle, self.retry_after = emit, settle, retry_after
+        if not isinstance(destinations, Destinations):
+            destinations = Destinations(None, err=err, senders=[destinations])
+        self.destinations, self.settle, self.retry_after = destinations, settle, retry_after
         self.err = err or sys.stderr
         self._lock = lock_state(state)
         self.done, failures, self.state_lines = load_state(state)
@@ -221,12 +225,11 @@ class Watcher:
             result = self.classifier.classify(path, name=str(path))
             if _key(path) != key:
                 continue  # written to while we read it: take it again when it settles
-            rec = record(result, self.classifier.model.card)
             try:
-                written = self.emit(rec, result.timings) is not False
+                rec, written = self.destinations.send(result, self.classifier.model.card)
                 why = "an output failed"
             except OSError as exc:
-                written, why = False, f"cannot write ({exc.strerror or exc})"
+                rec, written, why = None, False, f"cannot write ({exc.strerror or exc})"
             if not written:
                 self.unwritten += 1
                 self.warn(f"{path}: its decision could not be written ({why}); not done, "

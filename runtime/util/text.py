@@ -44,9 +44,3 @@ def local_time() -> str:
     """Now, local time with its UTC offset (``2025-07-08T23:10:04+0000``): log lines."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
-
-def utc_now() -> str:
-    """Now in UTC, ISO 8601 to the second: provenance and run names."""
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

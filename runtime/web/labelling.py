@@ -40,7 +40,6 @@ EXCLUDED = "(excluded)"
 ORDERS = ("uncertain", "alerts", "time", "random")
 #: The longest side of the stretched view of a FITS frame, in pixels.
 VIEW_SIZE = 768
-FACTS = ("DATE-OBS", "OBJECT", "EXPTIME", "FILTER", "FILTER1", "FILTER2", "FILTER3")
 
 
 @dataclass
@@ -62,33 +61,6 @@ def cache_key(path: str, model_id: str, precision: str) -> str:
         stamp = "missing"
     return hashlib.sha1(f"{os.path.abspath(path)}\0{stamp}\0{model_id}\0{precision}".encode()
                         ).hexdigest()
-
-
-def header_facts(path: str) -> dict[str, str]:
-    """DATE-OBS, OBJECT, EXPTIME and FILTER* from a FITS file's headers (image HDU first).
-
-    Read with the reader's own header walk (no astropy: its card parsing would hold the
-    interpreter while the page waits); anything unreadable gives an empty dict.
-    """
-    import gzip
-
-    from frameqc.runtime.data.fitswalk import check_fits_sizes
-    from frameqc.runtime.data.reader import max_pixels, open_regular
-
-    try:
-        with open_regular(path) as fh:
-            stream = gzip.GzipFile(fileobj=fh) if fh.read(2) == b"\x1f\x8b" else fh
-            fh.seek(0)
-            found = check_fits_sizes(stream, max_pixels())
-    except (FrameError, OSError, EOFError, ValueError):
-        return {}
-    facts: dict[str, str] = {}
-    for cards in (found.cards, found.primary) if found else ():
-        for key in FACTS:
-            value = cards.get(key, "").strip().strip("'").strip()
-            if value and key not in facts:
-                facts[key] = value
-    return facts
 
 
 def stretched_view(frame: Any) -> Any:
@@ -223,8 +195,9 @@ class Session:
     def classify(self, classifier: Any, progress: Callable[[int], None] | None = None,
                  batch_size: int = 8) -> None:
         """Classify every frame not in the cache, adding each to the session as it comes."""
-        from frameqc.runtime.output.record import record
+        from frameqc.runtime.output.destinations import Destinations
 
+        destinations = Destinations(None)  # the record only: the cache below keeps it
         todo = [i for i in range(len(self.paths)) if i not in self.entries]
         views: dict[int, Any] = {}
         facts: dict[int, dict[str, str]] = {}
@@ -236,7 +209,7 @@ class Session:
                     classifier.run(self._frames(first, views, facts), 1),
                     classifier.run(self._frames(todo[1:], views, facts), batch_size)),
                     strict=True):
-                rec = record(result, classifier.model.card)
+                rec = destinations.send(result, classifier.card).record
                 entry = Entry(rec, facts.pop(i, {}))
                 name = self.keys[i]
                 if result.prepared is not None:
@@ -259,6 +232,7 @@ class Session:
 
     def _frames(self, todo: list[int], views: dict, facts: dict) -> Iterator[tuple[str, Any]]:
         """Each frame read once: to the classifier, and to the stretched view and facts."""
+        from frameqc.runtime.data.facts import header_keywords
         from frameqc.runtime.data.reader import FITS, read_frame
 
         for i in todo:
@@ -271,7 +245,7 @@ class Session:
             with contextlib.suppress(FrameError, ValueError):  # a flat frame: no stretch
                 views[i] = stretched_view(frame)
             if frame.kind == FITS:
-                facts[i] = header_facts(path)
+                facts[i] = header_keywords(path)
             yield path, frame
 
     def _save(self, name: str, data: bytes) -> str:

@@ -96,7 +96,8 @@ class Streak:
 
 
 class AlertHook:
-    """An extra of :class:`~frameqc.runtime.output.sink.Sink`: runs CMD on alerts.
+    """A destination of :class:`~frameqc.runtime.output.destinations.Destinations`: runs
+    CMD on alerts.
 
     Parameters
     ----------

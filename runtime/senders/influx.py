@@ -19,13 +19,89 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from frameqc.runtime.sinks.influx import TIMEOUT, Down, Refused, line, post, write_url
+from frameqc.runtime.errors import UsageError
+from frameqc.runtime.output.line_protocol import line
 from frameqc.runtime.util.files import append_whole
 
 BATCH = 500  # points per request
 FLUSH_EVERY = 1.0  # seconds a point may wait for its batch
 QUEUE_MAX = 10000  # points waiting for the sender; beyond this they are counted as lost
 BACKOFF = (1.0, 60.0)  # first and longest wait between two tries while InfluxDB is down
+#: Environment variable holding an InfluxDB 2 token (``Authorization: Token ...``).
+TOKEN_ENV = "FRAMEQC_INFLUX_TOKEN"
+TIMEOUT = 5.0  # seconds per HTTP request
+
+
+# -- where to send -------------------------------------------------------------------------
+
+def write_url(url: str) -> tuple[str, dict[str, str]]:
+    """The write endpoint and the headers for ``--influx URL``.
+
+    InfluxDB 1.x: ``http://HOST:8086/write?db=DB`` (``rp``, ``u``, ``p`` as the server
+    takes them). InfluxDB 2: ``http://HOST:8086/api/v2/write?org=ORG&bucket=BUCKET`` with
+    the token in ``$FRAMEQC_INFLUX_TOKEN``. The precision is always nanoseconds.
+    """
+    import urllib.parse  # here, not at the top: --format influx and a one-shot stay light
+
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    headers = {"Content-Type": "text/plain; charset=utf-8"}
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"--influx wants an http(s) URL such as "
+                         f"http://sdb:8086/write?db=frameqc, not {url!r}")
+    path = parts.path.rstrip("/")
+    if path.endswith("/api/v2/write"):
+        if not query.get("bucket") or not query.get("org"):
+            raise UsageError("--influx: an InfluxDB 2 URL needs ?org=ORG&bucket=BUCKET")
+        if not os.environ.get(TOKEN_ENV):
+            raise UsageError(f"--influx: an InfluxDB 2 URL needs the token in ${TOKEN_ENV}")
+        headers["Authorization"] = f"Token {os.environ[TOKEN_ENV]}"
+    elif path.endswith("/write"):
+        if not query.get("db"):
+            raise UsageError("--influx: an InfluxDB 1.x write URL needs ?db=DATABASE")
+    else:
+        raise UsageError(f"--influx: {url!r} is not a write URL: use "
+                         "http://HOST:8086/write?db=DB (1.x) or "
+                         "http://HOST:8086/api/v2/write?org=ORG&bucket=BUCKET (2.x)")
+    query["precision"] = "ns"
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query))), headers
+
+
+class Refused(Exception):
+    """InfluxDB answered and refused the points (bad data): resending will not help."""
+
+
+class Down(Exception):
+    """InfluxDB did not answer, or cannot take points now: worth trying again later."""
+
+
+def post(url: str, headers: dict[str, str], lines: Sequence[str],
+         timeout: float = TIMEOUT) -> None:
+    """Send points in one request; :class:`Refused` or :class:`Down` when they were not."""
+    import urllib.error
+    import urllib.request
+
+    body = ("\n".join(lines) + "\n").encode()
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        reason = _reason(exc)
+        if exc.code == 400:  # a field of another type, a line it cannot parse
+            raise Refused(f"HTTP 400: {reason}") from None
+        raise Down(f"HTTP {exc.code}: {reason}") from None  # 401/403/404: fixable; 5xx
+    except (OSError, ValueError) as exc:  # refused, reset, timed out, DNS
+        raise Down(str(getattr(exc, "reason", None) or exc) or type(exc).__name__) from None
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of what an HTTP error's body says."""
+    try:
+        text = exc.read().decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    return (text.splitlines() or [str(exc.reason)])[0][:200]
 
 
 # -- the spool -----------------------------------------------------------------------------
@@ -86,7 +162,8 @@ class Spool:
 # -- the sender ----------------------------------------------------------------------------
 
 class InfluxSender:
-    """An extra of :class:`~frameqc.runtime.output.sink.Sink`: each record as a point.
+    """A destination of :class:`~frameqc.runtime.output.destinations.Destinations`: each
+    record as a point.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Decisions to InfluxDB: the line protocol of a record, and one write request.
+"""The InfluxDB line protocol of a record: one more encoding, beside those of formats.
 
 One decision is one point of measurement ``frameqc``. Its tags are the few-valued fields
 (:data:`TAGS`: label, model, precision) and the operator's ``--influx-tag`` pairs; every
@@ -8,16 +8,14 @@ timestamp is the frame's DATE-OBS (UTC) when it has a time, else the moment of e
 so a point sent twice (a spool resent after a write that half-succeeded) is the same
 point, not a second one.
 
-The sender that delivers them without ever blocking classification is
-:class:`frameqc.runtime.sinks.sender.InfluxSender`.
+Used by ``--format influx`` and by the sender that delivers points without ever blocking
+classification (:class:`frameqc.runtime.senders.influx.InfluxSender`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from frameqc.runtime.errors import UsageError
@@ -26,13 +24,7 @@ from frameqc.runtime.output import record
 MEASUREMENT = "frameqc"
 #: Record fields that are tags: a handful of values each (one series per combination).
 TAGS = ("label", "model", "precision")
-#: Environment variable holding an InfluxDB 2 token (``Authorization: Token ...``).
-TOKEN_ENV = "FRAMEQC_INFLUX_TOKEN"
 
-TIMEOUT = 5.0  # seconds per HTTP request
-
-
-# -- line protocol -------------------------------------------------------------------------
 
 def _key(text: str) -> str:
     """A measurement, tag key, tag value or field key: commas, equals, spaces escaped."""
@@ -109,75 +101,3 @@ def parse_tag(value: str) -> tuple[str, str]:
     if key in {f.name for f in record.FIELDS} or key.startswith("p_") or key == "time":
         raise UsageError(f"--influx-tag {key}: that name is a field of every point")
     return key, val
-
-
-# -- where to send -------------------------------------------------------------------------
-
-def write_url(url: str) -> tuple[str, dict[str, str]]:
-    """The write endpoint and the headers for ``--influx URL``.
-
-    InfluxDB 1.x: ``http://HOST:8086/write?db=DB`` (``rp``, ``u``, ``p`` as the server
-    takes them). InfluxDB 2: ``http://HOST:8086/api/v2/write?org=ORG&bucket=BUCKET`` with
-    the token in ``$FRAMEQC_INFLUX_TOKEN``. The precision is always nanoseconds.
-    """
-    import urllib.parse  # here, not at the top: --format influx and a one-shot stay light
-
-    parts = urllib.parse.urlsplit(url)
-    query = dict(urllib.parse.parse_qsl(parts.query))
-    headers = {"Content-Type": "text/plain; charset=utf-8"}
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UsageError(f"--influx wants an http(s) URL such as "
-                         f"http://sdb:8086/write?db=frameqc, not {url!r}")
-    path = parts.path.rstrip("/")
-    if path.endswith("/api/v2/write"):
-        if not query.get("bucket") or not query.get("org"):
-            raise UsageError("--influx: an InfluxDB 2 URL needs ?org=ORG&bucket=BUCKET")
-        if not os.environ.get(TOKEN_ENV):
-            raise UsageError(f"--influx: an InfluxDB 2 URL needs the token in ${TOKEN_ENV}")
-        headers["Authorization"] = f"Token {os.environ[TOKEN_ENV]}"
-    elif path.endswith("/write"):
-        if not query.get("db"):
-            raise UsageError("--influx: an InfluxDB 1.x write URL needs ?db=DATABASE")
-    else:
-        raise UsageError(f"--influx: {url!r} is not a write URL: use "
-                         "http://HOST:8086/write?db=DB (1.x) or "
-                         "http://HOST:8086/api/v2/write?org=ORG&bucket=BUCKET (2.x)")
-    query["precision"] = "ns"
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query))), headers
-
-
-class Refused(Exception):
-    """InfluxDB answered and refused the points (bad data): resending will not help."""
-
-
-class Down(Exception):
-    """InfluxDB did not answer, or cannot take points now: worth trying again later."""
-
-
-def post(url: str, headers: dict[str, str], lines: Sequence[str],
-         timeout: float = TIMEOUT) -> None:
-    """Send points in one request; :class:`Refused` or :class:`Down` when they were not."""
-    import urllib.error
-    import urllib.request
-
-    body = ("\n".join(lines) + "\n").encode()
-    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            resp.read()
-    except urllib.error.HTTPError as exc:
-        reason = _reason(exc)
-        if exc.code == 400:  # a field of another type, a line it cannot parse
-            raise Refused(f"HTTP 400: {reason}") from None
-        raise Down(f"HTTP {exc.code}: {reason}") from None  # 401/403/404: fixable; 5xx
-    except (OSError, ValueError) as exc:  # refused, reset, timed out, DNS
-        raise Down(str(getattr(exc, "reason", None) or exc) or type(exc).__name__) from None
-
-
-def _reason(exc: Exception) -> str:
-    """The first line of what an HTTP error's body says."""
-    try:
-        text = exc.read().decode("utf-8", "replace").strip()
-    except OSError:
-        text = ""
-    return (text.splitlines() or [str(exc.reason)])[0][:200]

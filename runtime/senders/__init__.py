@@ -1,10 +1,12 @@
-"""Decisions where the observatory already looks: InfluxDB points and alert hooks.
+"""The senders: decisions sent where the observatory already looks, InfluxDB points and
+alert hooks.
 
-Each is an extra of :class:`~frameqc.runtime.output.sink.Sink` (a callable taking the
-record and its timings) that works in a background thread, so it never slows or stops
-classification. :class:`Extras` builds them from the options every deciding command
-shares (``commands.common.sink_args``) and is what ``classify``, ``watch`` and
-``serve`` hold: attach, health for ``status``, close at the end.
+Each is a destination of :class:`~frameqc.runtime.output.destinations.Destinations` (a
+callable taking the record and its timings) that works in a background thread, so it
+never slows or stops classification. :class:`Senders` builds them from the options every
+deciding command shares (``commands.common.sender_args``) and is what ``classify``,
+``watch`` and ``serve`` hold: their items to the destinations, health for ``status``,
+close at the end. They sit above :mod:`~frameqc.runtime.output`, whose encodings they use.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
@@ -33,40 +36,51 @@ def spool_beside(path: str | os.PathLike | None) -> Path:
     return path.with_name(path.name + SPOOL_SUFFIX)
 
 
-class Extras:
-    """The further destinations a command's options ask for (possibly none)."""
+class Senders:
+    """The senders a command's options ask for (possibly none): each a destination of
+    :class:`~frameqc.runtime.output.destinations.Destinations` working in a thread."""
 
     def __init__(self, items: list | None = None) -> None:
         self.items = list(items or [])
 
+    @staticmethod
+    def check(args: argparse.Namespace) -> None:
+        """Refuse a bad ``--influx`` URL or ``--on-alert`` command before the model is
+        touched (one line, exit 2)."""
+        if getattr(args, "influx", None):
+            from frameqc.runtime.senders.influx import write_url
+
+            write_url(args.influx)
+        if getattr(args, "on_alert", None):
+            from frameqc.runtime.senders.hooks import parse_command
+
+            parse_command(args.on_alert)
+
     @classmethod
-    def from_args(cls, args: argparse.Namespace, model: str | os.PathLike | None,
-                  beside: str | os.PathLike | None, err: TextIO | None = None) -> Extras:
+    def from_args(cls, args: argparse.Namespace, alerts: Sequence[str],
+                  beside: str | os.PathLike | None, err: TextIO | None = None) -> Senders:
         """``--influx``/``--influx-tag``, ``--on-alert``/``--alert-after``/``--alert-timeout``.
 
-        ``model`` gives the alert labels (its card); ``beside`` places the spool.
-        Everything that can be refused is refused here, before any frame.
+        ``alerts`` are the card's alert labels; ``beside`` places the spool. Everything
+        that can be refused is refused here, before any frame.
         """
         err = err or sys.stderr
+        cls.check(args)
         items: list = []
         if getattr(args, "influx", None):
-            from frameqc.runtime.sinks.sender import InfluxSender
+            from frameqc.runtime.senders.influx import InfluxSender
 
             items.append(InfluxSender(args.influx, spool_beside(beside), tags(args), err))
         if getattr(args, "on_alert", None):
-            from frameqc.runtime.sinks.hooks import AlertHook, parse_command
+            from frameqc.runtime.senders.hooks import AlertHook
 
-            parse_command(args.on_alert)  # before the model is touched
             try:
-                items.append(AlertHook(args.on_alert, alert_labels(model),
+                items.append(AlertHook(args.on_alert, alerts,
                                        getattr(args, "alert_after", None), args.alert_timeout, err))
             except BaseException:
                 cls(items).close()
                 raise
         return cls(items)
-
-    def attach(self, sink) -> None:
-        sink.extras.extend(self.items)
 
     def health(self) -> list[dict]:
         return [item.health() for item in self.items]
@@ -82,18 +96,20 @@ def tags(args: argparse.Namespace) -> dict[str, str]:
     given = getattr(args, "influx_tag", None)
     if not given:  # the usual case imports nothing: a one-shot's path stays light
         return {}
-    from frameqc.runtime.sinks.influx import parse_tag
+    from frameqc.runtime.output.line_protocol import parse_tag
 
     return dict(parse_tag(t) for t in given)
 
 
 def alert_labels(model: str | os.PathLike | None) -> tuple[str, ...]:
     """The card's alert labels, read from the model file without loading it."""
-    from frameqc.runtime.errors import ModelError
-    from frameqc.runtime.model.peek import read_card
-    from frameqc.runtime.model.session import resolve_model_path
+    from pathlib import Path
 
-    path = resolve_model_path(model)
+    from frameqc.runtime.errors import ModelError
+    from frameqc.runtime.model import resolve_model_path
+    from frameqc.runtime.model.peek import read_card
+
+    path = Path(resolve_model_path(model))
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     card = read_card(path)
