@@ -46,11 +46,17 @@ def _value(value: object) -> str | None:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+#: InfluxDB stores signed 64-bit nanoseconds; its own limits sit just inside them.
+STAMP_LIMIT = 2**63 - 2
+
+
 def timestamp_ns(date_obs: str | None, now_ns: int | None = None) -> int:
     """DATE-OBS as nanoseconds since the epoch (UTC when it names no zone), else now.
 
     A bare date is not a time of observation: such a frame, like one without DATE-OBS,
-    is stamped with the moment of encoding.
+    is stamped with the moment of encoding, and so is one whose DATE-OBS InfluxDB cannot
+    store (before 1677 or after 2262, such as the "unset" 0001-01-01); the point's
+    ``date_obs`` field keeps the header's text either way.
     """
     if date_obs and "T" in date_obs:
         try:
@@ -61,7 +67,9 @@ def timestamp_ns(date_obs: str | None, now_ns: int | None = None) -> int:
             if when.tzinfo is None:
                 when = when.replace(tzinfo=UTC)
             delta = when - datetime(1970, 1, 1, tzinfo=UTC)
-            return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+            ns = (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+            if -STAMP_LIMIT < ns < STAMP_LIMIT:
+                return ns
     return time.time_ns() if now_ns is None else now_ns
 
 
