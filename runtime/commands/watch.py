@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     sink.check()
     path = resolve_model_path(args.model)
     state = Path(args.state) if args.state else default_state(directory, cache_dir())
-    extras = Extras.from_args(args, path, args.log or state)
+    extras = Extras.from_args(args, path, args.log or state, state=state)
     try:
         classifier = Classifier.load(path, args.threads, threshold=args.threshold)
         sink.start(classifier.labels)

@@ -163,6 +163,8 @@ class Service:
                 self.reloads += 1
             self._say(f"{why}; now serving {served.model.path} "
                       f"({', '.join(served.card.labels)}; {served.card.precision})")
+            for extra in self.extras:  # the hook's alert labels are the card's
+                getattr(extra, "new_card", lambda card: None)(served.card)
         finally:
             self._loading.release()
 

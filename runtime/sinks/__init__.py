@@ -41,10 +41,12 @@ class Extras:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, model: str | os.PathLike | None,
-                  beside: str | os.PathLike | None, err: TextIO | None = None) -> Extras:
+                  beside: str | os.PathLike | None, err: TextIO | None = None,
+                  state: str | os.PathLike | None = None) -> Extras:
         """``--influx``/``--influx-tag``, ``--on-alert``/``--alert-after``/``--alert-timeout``.
 
-        ``model`` gives the alert labels (its card); ``beside`` places the spool.
+        ``model`` gives the alert labels (its card); ``beside`` places the spool, and
+        the ``--alert-after`` streak unless there is a ``state`` (watch's) to keep it by.
         Everything that can be refused is refused here, before any frame.
         """
         err = err or sys.stderr
@@ -54,12 +56,13 @@ class Extras:
 
             items.append(InfluxSender(args.influx, spool_beside(beside), tags(args), err))
         if getattr(args, "on_alert", None):
-            from frameqc.runtime.sinks.hooks import AlertHook, parse_command
+            from frameqc.runtime.sinks.hooks import AlertHook, parse_command, streak_beside
 
             parse_command(args.on_alert)  # before the model is touched
             try:
                 items.append(AlertHook(args.on_alert, alert_labels(model),
-                                       getattr(args, "alert_after", None), args.alert_timeout, err))
+                                       getattr(args, "alert_after", None), args.alert_timeout, err,
+                                       streak_beside(state or beside)))
             except BaseException:
                 cls(items).close()
                 raise
