@@ -132,8 +132,8 @@ class Streak:
 
     Without N, True for every alert. ``count`` is the length of the current run. With a
     ``path``, the count is read from it at start and written to it (atomically) when it
-    changes, so a streak spans cron runs and restarts; a missing or unreadable file is a
-    streak of 0.
+    changes, up to N + 1, so a streak spans cron runs and restarts; a missing or
+    unreadable file is a streak of 0.
     """
 
     def __init__(self, after: int | None = None, path: Path | None = None) -> None:
@@ -153,14 +153,14 @@ class Streak:
         """``alert`` is None for a frame with no decision (it changes nothing)."""
         if alert is None:
             return False
-        count = self.count + 1 if alert else 0
-        if count != self.count:
-            self.count = count
-            self._keep()
+        before, self.count = self.count, self.count + 1 if alert else 0
+        if self.after is not None and min(before, self.after + 1) != min(self.count,
+                                                                        self.after + 1):
+            self._keep()  # past N + 1 the rule sees no difference: no write (it costs an fsync)
         return bool(alert) and (self.after is None or self.count == self.after)
 
     def _keep(self) -> None:
-        if self.path is None or self.after is None:
+        if self.path is None:
             return
         try:
             write_atomic(self.path, json.dumps({"streak": self.count}) + "\n")
