@@ -218,6 +218,23 @@ def test_a_streak_spans_cron_runs_of_watch(cards, tmp_path, recorder):
     assert [rec["path"] for rec, _ in calls()][1:] == [str(incoming / "f06.fits")]
 
 
+def test_serve_keeps_its_streak_beside_its_log(cards, tmp_path, recorder):
+    from serving import Server
+
+    cmd, calls = recorder
+    log = tmp_path / "serve.log"
+    frames = [_frame(tmp_path / "in", f"f{i}.fits", seed=i) for i in (1, 2)]
+    for frame in frames:  # one alert each, and a restart between them
+        with Server(cards["alert"], tmp_path / "s.sock", "--log", str(log), "--alert-after",
+                    "2", "--on-alert", cmd) as server:
+            code, _, err = run_cli("classify", "--socket", str(server.sock), "--model",
+                                   cards["alert"], str(frame))
+            assert code == 0, err
+            assert server.stop() == 0  # waits for the hook it started
+    assert [rec["path"] for rec, _ in calls()] == [str(frames[1])]
+    assert json.loads(Path(f"{log}.alert-streak").read_text()) == {"streak": 2}
+
+
 # -- 14: a reload brings the new card's alert labels ------------------------------------------
 
 def test_a_reload_brings_the_new_alert_labels(runtime_model, cards, tmp_path, recorder):

@@ -52,6 +52,7 @@ QUEUE_MAX = 100  # hooks waiting to run
 STDERR_KEPT = 64 * 1024  # bytes of a hook's stderr kept (its tail): a flood costs no memory
 VALUE_MAX = 64 * 1024  # bytes of one variable: exec refuses a string over 128 KiB
 STREAK_SUFFIX = ".alert-streak"
+EXIT_POLL = 0.05  # seconds between two looks for a hook's exit where no pidfd can be had
 
 
 def parse_command(cmd: str) -> list[str]:
@@ -345,23 +346,28 @@ class AlertHook:
 def _attend(proc: subprocess.Popen, data: bytes, deadline: float) -> tuple[bytes, bool]:
     """Give ``proc`` its stdin and keep its stderr's tail until it exits or ``deadline``.
 
-    Returns the tail and whether it exited. Only the hook's own exit counts: a child it
-    left with its stderr (``cmd &``) is not waited for; what is in the pipe when the hook
-    exits is read, no more. A hook that does not read its stdin is not waited for either.
+    Returns the tail and whether it exited. Only the hook's own exit counts (a pidfd says
+    it; where none can be had, a look every ``EXIT_POLL`` s): a child it left with its
+    stderr (``cmd &``) is not waited for; what is in the pipe when the hook exits is
+    read, no more. A hook that does not read its stdin is not waited for either.
     """
     tail = bytearray()
-    exit_fd = os.pidfd_open(proc.pid)
+    try:
+        exit_fd: int | None = os.pidfd_open(proc.pid)
+    except OSError:  # an old kernel, or a container's seccomp profile
+        exit_fd = None
     out, err = proc.stdin, proc.stderr
     assert out is not None and err is not None
     sel = selectors.DefaultSelector()
     try:
         os.set_blocking(out.fileno(), False)
         os.set_blocking(err.fileno(), False)
-        sel.register(exit_fd, selectors.EVENT_READ, "exit")
+        if exit_fd is not None:
+            sel.register(exit_fd, selectors.EVENT_READ, "exit")
         sel.register(err, selectors.EVENT_READ, "err")
         sel.register(out, selectors.EVENT_WRITE, "in")
         while (left := deadline - time.monotonic()) > 0:
-            for key, _ in sel.select(left):
+            for key, _ in sel.select(left if exit_fd is not None else min(left, EXIT_POLL)):
                 if key.data == "in":
                     try:
                         data = data[os.write(out.fileno(), data):]
@@ -373,19 +379,18 @@ def _attend(proc: subprocess.Popen, data: bytes, deadline: float) -> tuple[bytes
                         sel.unregister(out)
                         with contextlib.suppress(OSError):
                             out.close()
-                elif key.data == "err":
-                    if _read(err.fileno(), tail) is False:
-                        sel.unregister(err)
-                else:
-                    proc.wait()
-                    for _ in range(STDERR_KEPT // 65536 + 1):  # what it wrote before exiting
-                        if not _read(err.fileno(), tail):
-                            break
-                    return bytes(tail), True
+                elif key.data == "err" and _read(err.fileno(), tail) is False:
+                    sel.unregister(err)
+            if proc.poll() is not None:
+                for _ in range(STDERR_KEPT // 65536 + 1):  # what it wrote before exiting
+                    if not _read(err.fileno(), tail):
+                        break
+                return bytes(tail), True
         return bytes(tail), False
     finally:
         sel.close()
-        os.close(exit_fd)
+        if exit_fd is not None:
+            os.close(exit_fd)
         for pipe in (out, err):
             with contextlib.suppress(OSError):
                 pipe.close()
