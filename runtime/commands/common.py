@@ -93,7 +93,8 @@ def sink_args(p: argparse.ArgumentParser, resident: bool = False) -> None:
         g.add_argument("--alert-after", type=positive_int, metavar="N",
                        help="run the hook once N consecutive frames are alerts, and again "
                             "only after a good frame ended the streak (default: every alert; "
-                            "the streak is kept beside the state or --log, across runs)")
+                            "the streak is kept across runs: beside watch's state, beside "
+                            "serve's --log)")
     else:  # said as what it is, not as a stray frame name
         g.add_argument("--alert-after", action=_ResidentOnly, help=argparse.SUPPRESS)
 

@@ -196,7 +196,7 @@ class AlertHook:
         self.timeout = timeout
         self.err = err or sys.stderr
         self.queue: queue.Queue[tuple[dict, int]] = queue.Queue(QUEUE_MAX)
-        self.fired = self.ran = self.failed = self.dropped = 0
+        self.fired = self.ran = self.failed = self.dropped = self.cut = 0
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._stopped = threading.Event()  # at exit, after the grace: run nothing more
@@ -257,15 +257,13 @@ class AlertHook:
             while True:
                 self.queue.get_nowait()
                 left += 1
-        cut = 0
         with self._reaping:
             if self._running is not None:
                 with contextlib.suppress(OSError):
                     os.killpg(self._running.pid, signal.SIGKILL)
-                    cut = 1
-        self._thread.join(5)  # it reaps the one killed
-        self._say(f"at exit: {cut} alert hook{'' if cut == 1 else 's'} cut short (killed), "
-                  f"{left} not run")
+        self._thread.join(5)  # it reaps the one killed, and counts it
+        self._say(f"at exit: {self.cut} alert hook{'' if self.cut == 1 else 's'} cut short "
+                  f"(killed), {left} not run")
 
     def _loop(self) -> None:
         while not self._stopped.is_set():
@@ -281,8 +279,9 @@ class AlertHook:
                 problem = self.run(rec, count)
             except Exception as exc:  # one record, whatever it holds, must not stop the hooks
                 problem = f"not run ({type(exc).__name__}: {exc})"
-            if self._stopped.is_set():
-                return  # cut short at exit: counted by close
+            if self._stopped.is_set() and problem:
+                self.cut += 1  # killed at exit: said in close's line
+                return
             self.ran += 1
             if problem:
                 self.failed += 1
