@@ -218,6 +218,26 @@ def test_a_streak_spans_cron_runs_of_watch(cards, tmp_path, recorder):
     assert [rec["path"] for rec, _ in calls()][1:] == [str(incoming / "f06.fits")]
 
 
+def test_a_restarted_watch_goes_on_with_its_streak(cards, tmp_path, recorder):
+    cmd, calls = recorder
+    incoming, state, log = tmp_path / "in", tmp_path / "watch.state", tmp_path / "watch.log"
+    for n in (1, 2):  # a resident watch, stopped after each alert and started again
+        _frame(incoming, f"f{n}.fits", seed=n)
+        with open(tmp_path / f"stderr{n}", "w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "frameqc.runtime.cli", "watch", "--model",
+                 cards["alert"], "--interval", "0.2", "--state", str(state), "--log",
+                 str(log), "--alert-after", "2", "--on-alert", cmd, str(incoming)],
+                stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            _wait(lambda n=n: log.exists() and len(log.read_text().splitlines()) == n, 60,
+                  "the frame decided")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0, (tmp_path / f"stderr{n}").read_text()
+    assert [rec["path"] for rec, _ in calls()] == [str(incoming / "f2.fits")]
+
+
 def test_serve_keeps_its_streak_beside_its_log(cards, tmp_path, recorder):
     from serving import Server
 
