@@ -411,14 +411,13 @@ def test_a_hanging_hook_never_delays_a_decision(tmp_path):
     took = time.perf_counter() - start
     assert took < 1.0 and slowest < 0.05, (took, slowest)
     assert hook.fired == 2000 and hook.dropped >= 2000 - QUEUE_MAX - 1
-    hook.close(wait=0)
     _wait(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "the hook's child")
-    _wait(lambda: "timed out after 1 s (killed)" in err.text, 10, "the timeout")
+    hook.close(wait=0)  # no grace: the running hook is killed with its group
     child = int(pidfile.read_text())
     _wait(lambda: not Path(f"/proc/{child}").exists()
           or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2], 10,
           "the hook's whole process group killed")
-    assert "alert hooks still waiting at exit were not run" in err.text
+    assert "at exit: 1 alert hook cut short (killed)" in err.text
     assert "hooks are waiting; alert for" in err.text
 
 

@@ -92,4 +92,16 @@ def sender_args(p: argparse.ArgumentParser, resident: bool = False) -> None:
     if resident:
         g.add_argument("--alert-after", type=positive_int, metavar="N",
                        help="run the hook once N consecutive frames are alerts, and again "
-                            "only after a good frame ended the streak (default: every alert)")
+                            "only after a good frame ended the streak (default: every alert; "
+                            "the streak is kept across runs: beside watch's state, beside "
+                            "serve's --log)")
+    else:  # said as what it is, not as a stray frame name
+        g.add_argument("--alert-after", action=_ResidentOnly, help=argparse.SUPPRESS)
+
+
+class _ResidentOnly(argparse.Action):
+    """``--alert-after`` given to a command without streaks: one line saying where it is."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(f"{option_string} belongs to 'frameqc watch' and 'frameqc serve' (a "
+                     f"streak across frames); {parser.prog} runs the hook on every alert")

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     state = Path(args.state) if args.state else default_state(directory, cache_dir())
     Senders.check(args)  # before the model is touched
     classifier = Classifier.load(path, args.threads, threshold=args.threshold)
-    senders = Senders.from_args(args, classifier.card.alerts, args.log or state)
+    senders = Senders.from_args(args, classifier.card.alerts, args.log or state,
+                                 state=state)
     try:
         destinations.start(classifier.labels)
         destinations.senders += senders.items

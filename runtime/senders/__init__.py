@@ -58,11 +58,13 @@ class Senders:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, alerts: Sequence[str],
-                  beside: str | os.PathLike | None, err: TextIO | None = None) -> Senders:
+                  beside: str | os.PathLike | None, err: TextIO | None = None,
+                  state: str | os.PathLike | None = None) -> Senders:
         """``--influx``/``--influx-tag``, ``--on-alert``/``--alert-after``/``--alert-timeout``.
 
-        ``alerts`` are the card's alert labels; ``beside`` places the spool. Everything
-        that can be refused is refused here, before any frame.
+        ``alerts`` are the card's alert labels; ``beside`` places the spool, and the
+        ``--alert-after`` streak unless there is a ``state`` (watch's) to keep it by.
+        Everything that can be refused is refused here, before any frame.
         """
         err = err or sys.stderr
         cls.check(args)
@@ -72,11 +74,12 @@ class Senders:
 
             items.append(InfluxSender(args.influx, spool_beside(beside), tags(args), err))
         if getattr(args, "on_alert", None):
-            from frameqc.runtime.senders.hooks import AlertHook
+            from frameqc.runtime.senders.hooks import AlertHook, streak_beside
 
             try:
                 items.append(AlertHook(args.on_alert, alerts,
-                                       getattr(args, "alert_after", None), args.alert_timeout, err))
+                                       getattr(args, "alert_after", None), args.alert_timeout, err,
+                                       streak_beside(state or beside)))
             except BaseException:
                 cls(items).close()
                 raise

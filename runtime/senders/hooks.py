@@ -6,16 +6,22 @@ environment variables (:func:`hook_env`). A decision is an alert when its label 
 of the card's alert labels (``card.alerts``); a model whose card names none never
 alerts, and ``--on-alert`` says so at start.
 
-Without ``--alert-after``, every alert runs the hook. ``--alert-after N`` (resident
-modes): fire once when N consecutive decided frames are alerts, and again only after a
-frame that is not an alert has ended the streak (so ``--alert-after 1`` is once per
+Without ``--alert-after``, every alert runs the hook. ``--alert-after N`` (``watch``,
+``serve``): fire once when N consecutive decided frames are alerts, and again only after
+a frame that is not an alert has ended the streak (so ``--alert-after 1`` is once per
 streak). Frames that could not be decided neither extend nor end a streak. In ``serve``
-the frames of all clients make one sequence, in the order they were decided.
+the frames of all clients make one sequence, in the order they were decided. The streak
+is kept in a file (:class:`Streak`), so it spans cron runs of ``watch --once`` and
+restarts.
 
 Hooks run one at a time in a worker thread, each bounded by a timeout (its whole process
 group is killed then); a hanging or failing hook never delays a decision, and each
-failure is one line on stderr. Alerts arriving while ``QUEUE_MAX`` hooks wait are
-counted, not queued without bound.
+failure is one line on stderr. A hook is done when its own process exits: children it
+leaves behind (holding its stderr) are not waited for. Of its stderr only the last
+``STDERR_KEPT`` bytes are kept. Whatever a record holds, the worker goes on: a value no
+environment variable can hold is cleaned or left out, and said once. Alerts arriving
+while ``QUEUE_MAX`` hooks wait are counted, not queued without bound; at exit, a hook
+still running after the grace is killed with its group and counted.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import json
 import os
 import queue
 import re
+import selectors
 import shlex
 import shutil
 import signal
@@ -33,13 +40,19 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.output import record
+from frameqc.runtime.util.files import write_atomic
 
 DEFAULT_TIMEOUT = 30.0  # seconds a hook may run
 QUEUE_MAX = 100  # hooks waiting to run
+STDERR_KEPT = 64 * 1024  # bytes of a hook's stderr kept (its tail): a flood costs no memory
+VALUE_MAX = 64 * 1024  # bytes of one variable: exec refuses a string over 128 KiB
+STREAK_SUFFIX = ".alert-streak"
+EXIT_POLL = 0.05  # seconds between two looks for a hook's exit where no pidfd can be had
 
 
 def parse_command(cmd: str) -> list[str]:
@@ -70,7 +83,8 @@ def hook_env(rec: dict, streak: int) -> dict[str, str]:
     for f in record.FIELDS:
         value = rec.get(f.name)
         if f.kind == "probabilities":
-            env.update({_env_name(f"p_{k}"): repr(float(p)) for k, p in (value or {}).items()})
+            env.update({_env_name(f"p_{k}"): _number(p) for k, p in
+                        (value.items() if isinstance(value, dict) else ())})
         elif isinstance(value, bool):
             env[_env_name(f.name)] = "true" if value else "false"
         elif value is not None:
@@ -78,21 +92,82 @@ def hook_env(rec: dict, streak: int) -> dict[str, str]:
     return env
 
 
+def _number(p: object) -> str:
+    return repr(float(p)) if isinstance(p, (int, float)) else str(p)
+
+
+def env_bytes(env: dict[str, str]) -> tuple[dict[bytes, bytes], dict[str, str]]:
+    """``env`` as the bytes an environment holds, and what had to change, by variable.
+
+    A file name that is not UTF-8 goes as its own bytes (Python holds it with
+    ``surrogateescape``), so the hook gets the real path. NUL bytes (a header padded
+    with them) are removed: no variable can hold one. Other text with no bytes (a lone
+    surrogate) is written as ``\\u`` escapes; a value over ``VALUE_MAX`` is left out.
+    """
+    out: dict[bytes, bytes] = {}
+    changed: dict[str, str] = {}
+    for name, value in env.items():
+        try:
+            data = os.fsencode(value)
+        except UnicodeEncodeError:
+            data = value.encode("utf-8", "backslashreplace")
+            changed[name] = "characters with no bytes, written as \\u escapes"
+        if b"\0" in data:
+            data = data.replace(b"\0", b"")
+            changed[name] = "NUL bytes, removed"
+        if len(data) > VALUE_MAX:
+            changed[name] = f"over {VALUE_MAX} bytes, left out"
+            continue
+        out[os.fsencode(name)] = data
+    return out, changed
+
+
+def streak_beside(path: str | os.PathLike | None) -> Path | None:
+    """Where ``--alert-after``'s streak is kept: beside ``path`` (the watch state or
+    ``--log``); None keeps it in memory only."""
+    return None if path is None else Path(f"{os.fspath(path)}{STREAK_SUFFIX}")
+
+
 class Streak:
     """The ``--alert-after N`` rule: True once per run of N consecutive alerts.
 
-    Without N, True for every alert. ``count`` is the length of the current run.
+    Without N, True for every alert. ``count`` is the length of the current run. With a
+    ``path``, the count is read from it at start and written to it (atomically) when it
+    changes, up to N + 1, so a streak spans cron runs and restarts; a missing or
+    unreadable file is a streak of 0.
     """
 
-    def __init__(self, after: int | None = None) -> None:
-        self.after, self.count = after, 0
+    def __init__(self, after: int | None = None, path: Path | None = None) -> None:
+        self.after, self.count, self.path = after, 0, path
+        self.problem: str | None = None  # the last failure to read or write the file
+        if path is not None and after is not None:
+            try:
+                count = json.loads(path.read_text(encoding="utf-8"))["streak"]
+                if isinstance(count, int) and count >= 0:
+                    self.count = count
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                self.problem = f"cannot read {path} ({getattr(exc, 'strerror', None) or exc})"
 
     def __call__(self, alert: bool | None) -> bool:
         """``alert`` is None for a frame with no decision (it changes nothing)."""
         if alert is None:
             return False
-        self.count = self.count + 1 if alert else 0
+        before, self.count = self.count, self.count + 1 if alert else 0
+        if self.after is not None and min(before, self.after + 1) != min(self.count,
+                                                                        self.after + 1):
+            self._keep()  # past N + 1 the rule sees no difference: no write (it costs an fsync)
         return bool(alert) and (self.after is None or self.count == self.after)
+
+    def _keep(self) -> None:
+        if self.path is None:
+            return
+        try:
+            write_atomic(self.path, json.dumps({"streak": self.count}) + "\n")
+            self.problem = None
+        except OSError as exc:
+            self.problem = f"cannot write {self.path} ({exc.strerror or exc})"
 
 
 class AlertHook:
@@ -104,24 +179,33 @@ class AlertHook:
     cmd : str
         ``--on-alert CMD``.
     alerts : sequence of str
-        The card's alert labels.
+        The card's alert labels (:meth:`new_card` changes them on a reload).
     after : int, optional
         ``--alert-after N``; without it, every alert runs the hook.
     timeout : float
         Seconds a hook may run before its process group is killed.
+    streak : Path, optional
+        The file the streak is kept in (:func:`streak_beside`).
     """
 
     def __init__(self, cmd: str, alerts: Sequence[str], after: int | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, err: TextIO | None = None) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, err: TextIO | None = None,
+                 streak: Path | None = None) -> None:
         self.argv = parse_command(cmd)
         self.alerts = frozenset(alerts)
-        self.streak = Streak(after)
+        self.streak = Streak(after, streak)
         self.timeout = timeout
         self.err = err or sys.stderr
         self.queue: queue.Queue[tuple[dict, int]] = queue.Queue(QUEUE_MAX)
-        self.fired = self.ran = self.failed = self.dropped = 0
+        self.fired = self.ran = self.failed = self.dropped = self.cut = 0
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._stopped = threading.Event()  # at exit, after the grace: run nothing more
+        self._running: subprocess.Popen | None = None  # the hook now running, until reaped
+        self._reaping = threading.Lock()  # no group is killed once its leader is reaped
+        self._said: set[str] = set()
+        self._streak_said: str | None = None
+        self._say_streak()
         if not self.alerts:
             self._say("the model's card names no alert labels: no decision is an alert, "
                       "so the hook will not run")
@@ -129,11 +213,13 @@ class AlertHook:
         self._thread.start()
 
     def __call__(self, rec: dict, timings: dict[str, float]) -> None:
-        alert = None if "error" in rec else rec.get("label") in self.alerts
+        label = rec.get("label")
+        alert = None if "error" in rec else isinstance(label, str) and label in self.alerts
         with self._lock:  # the server calls this from several handler threads
             fire = self.streak(alert)
             count = self.streak.count
             self.fired += fire
+            self._say_streak()
         if not fire:
             return
         try:
@@ -141,6 +227,15 @@ class AlertHook:
         except queue.Full:
             self.dropped += 1
             self._say(f"{QUEUE_MAX} hooks are waiting; alert for {rec.get('path')} not run")
+
+    def new_card(self, card) -> None:
+        """A reload brought another model: its card's alert labels from now on."""
+        alerts = frozenset(card.alerts)
+        if alerts == self.alerts:
+            return
+        self.alerts = alerts
+        self._say(f"alert labels now {', '.join(card.alerts)}" if alerts else
+                  "the new model's card names no alert labels: the hook will not run")
 
     def health(self) -> dict:
         return {"sink": "on-alert", "command": shlex.join(self.argv),
@@ -150,60 +245,168 @@ class AlertHook:
     def close(self, wait: float | None = None) -> None:
         """Let waiting hooks run (at most ``wait`` seconds, default two timeouts).
 
-        Those still waiting then are dropped and counted in one line; the one running
-        ends within its timeout.
+        Then the hook still running is killed with its process group, and it and those
+        still waiting are counted in one line.
         """
         self._closing.set()
         self._thread.join(2 * self.timeout if wait is None else wait)
-        if self._thread.is_alive():
-            left = 0
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    self.queue.get_nowait()
-                    left += 1
-            self._say(f"{left} alert hooks still waiting at exit were not run")
+        if not self._thread.is_alive():
+            return
+        self._stopped.set()
+        left = 0
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.queue.get_nowait()
+                left += 1
+        with self._reaping:
+            if self._running is not None:
+                with contextlib.suppress(OSError):
+                    os.killpg(self._running.pid, signal.SIGKILL)
+        self._thread.join(5)  # it reaps the one killed, and counts it
+        self._say(f"at exit: {self.cut} alert hook{'' if self.cut == 1 else 's'} cut short "
+                  f"(killed), {left} not run")
 
     def _loop(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             try:
                 rec, count = self.queue.get(timeout=0.2)
             except queue.Empty:
                 if self._closing.is_set():
                     return
                 continue
-            problem = self.run(rec, count)
+            if self._stopped.is_set():
+                return
+            try:
+                problem = self.run(rec, count)
+            except Exception as exc:  # one record, whatever it holds, must not stop the hooks
+                problem = f"not run ({type(exc).__name__}: {exc})"
+            if self._stopped.is_set() and problem:
+                self.cut += 1  # killed at exit: said in close's line
+                return
             self.ran += 1
             if problem:
                 self.failed += 1
                 self._say(f"{shlex.join(self.argv)} for {rec.get('path')}: {problem}")
 
+    def environment(self, rec: dict, count: int) -> dict[bytes, bytes]:
+        """frameqc's environment and the record's variables; each change said once."""
+        env, changed = env_bytes(hook_env(rec, count))
+        for name, what in changed.items():
+            if name not in self._said:
+                self._said.add(name)
+                self._say(f"{name} of {rec.get('path')} held {what} (said once; the record "
+                          "on stdin is as it was)")
+        return {**os.environb, **env}
+
     def run(self, rec: dict, count: int) -> str | None:
         """Run the hook once; what went wrong, in a few words, or None."""
+        env = self.environment(rec, count)
+        data = json.dumps(rec).encode() + b"\n"
+        start = time.monotonic()
         try:
             proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    env={**os.environ, **hook_env(rec, count)},
-                                    start_new_session=True)
+                                    env=env, start_new_session=True)
         except OSError as exc:
             return f"cannot run it ({exc.strerror or exc})"
-        start = time.monotonic()
+        self._running = proc
+        deadline = 0.0 if self._stopped.is_set() else start + self.timeout  # exit came
         try:
-            _, stderr = proc.communicate(json.dumps(rec).encode() + b"\n", self.timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                proc.communicate(timeout=5)
+            tail, exited = _attend(proc, data, deadline)
+        finally:
+            with self._reaping:
+                if proc.poll() is None:  # timed out (or an error here): the whole group
+                    with contextlib.suppress(OSError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(5)
+                self._running = None
+        if not exited:
             return f"timed out after {self.timeout:g} s (killed)"
         if proc.returncode:
-            said = stderr.decode("utf-8", "replace").strip().splitlines()
+            said = tail.decode("utf-8", "replace").strip().splitlines()
             why = f"exited with {proc.returncode}" if proc.returncode > 0 else \
                 f"killed by signal {-proc.returncode}"
-            return why + (f": {said[0][:200]}" if said else "") + \
+            return why + (f": {said[-1][:200]}" if said else "") + \
                 f" after {time.monotonic() - start:.1f} s"
         return None
+
+    def _say_streak(self) -> None:
+        problem = self.streak.problem
+        if problem != self._streak_said:
+            self._streak_said = problem
+            if problem:
+                self._say(f"--alert-after: {problem}; the streak is kept in memory")
 
     def _say(self, text: str) -> None:
         self.err.write(f"frameqc: --on-alert: {text}\n")
         self.err.flush()
 
+
+def _attend(proc: subprocess.Popen, data: bytes, deadline: float) -> tuple[bytes, bool]:
+    """Give ``proc`` its stdin and keep its stderr's tail until it exits or ``deadline``.
+
+    Returns the tail and whether it exited. Only the hook's own exit counts (a pidfd says
+    it; where none can be had, a look every ``EXIT_POLL`` s): a child it left with its
+    stderr (``cmd &``) is not waited for; what is in the pipe when the hook exits is
+    read, no more. A hook that does not read its stdin is not waited for either.
+    """
+    tail = bytearray()
+    try:
+        exit_fd: int | None = os.pidfd_open(proc.pid)
+    except OSError:  # an old kernel, or a container's seccomp profile
+        exit_fd = None
+    out, err = proc.stdin, proc.stderr
+    assert out is not None and err is not None
+    sel = selectors.DefaultSelector()
+    try:
+        os.set_blocking(out.fileno(), False)
+        os.set_blocking(err.fileno(), False)
+        if exit_fd is not None:
+            sel.register(exit_fd, selectors.EVENT_READ, "exit")
+        sel.register(err, selectors.EVENT_READ, "err")
+        sel.register(out, selectors.EVENT_WRITE, "in")
+        while (left := deadline - time.monotonic()) > 0:
+            for key, _ in sel.select(left if exit_fd is not None else min(left, EXIT_POLL)):
+                if key.data == "in":
+                    try:
+                        data = data[os.write(out.fileno(), data):]
+                    except BlockingIOError:
+                        continue
+                    except OSError:  # it closed its stdin: it wants no more
+                        data = b""
+                    if not data:
+                        sel.unregister(out)
+                        with contextlib.suppress(OSError):
+                            out.close()
+                elif key.data == "err" and _read(err.fileno(), tail) is False:
+                    sel.unregister(err)
+            if proc.poll() is not None:
+                for _ in range(STDERR_KEPT // 65536 + 1):  # what it wrote before exiting
+                    if not _read(err.fileno(), tail):
+                        break
+                return bytes(tail), True
+        return bytes(tail), False
+    finally:
+        sel.close()
+        if exit_fd is not None:
+            os.close(exit_fd)
+        for pipe in (out, err):
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def _read(fd: int, tail: bytearray) -> bool | None:
+    """Append what ``fd`` has to ``tail``, keeping its last ``STDERR_KEPT`` bytes.
+
+    True when something was read, None when nothing is there now, False at its end.
+    """
+    try:
+        chunk = os.read(fd, 65536)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return False
+    tail += chunk
+    del tail[:-STDERR_KEPT]
+    return bool(chunk)

@@ -171,6 +171,8 @@ class ServerState:
                 self.reloads += 1
             self._announce(f"{why}; now serving {served.model.path} "
                       f"({', '.join(served.card.labels)}; {served.card.precision})")
+            for sender in self.senders:  # the hook's alert labels are the card's
+                getattr(sender, "new_card", lambda card: None)(served.card)
         finally:
             self._loading.release()
 
