@@ -70,7 +70,7 @@ def test_shutdown_leaves_a_newer_servers_socket(runtime_model, tmp_path):
 # -- local and TCP clients have limits of their own -----------------------------------------
 
 def test_tcp_load_never_locks_out_local_clients(runtime_model, tmp_path, fits_dir):
-    from frameqc.runtime.serving.server import LOCAL_CLIENTS, TCP_CLIENTS
+    from frameqc.runtime.serving.listeners import LOCAL_CLIENTS, TCP_CLIENTS
 
     frame = str(fits_dir / "prebinned_227.fits")
     with Server(runtime_model["int8"], tmp_path / "l.sock", "--tcp", "127.0.0.1:0",

@@ -44,6 +44,7 @@ from frameqc.runtime.model.session import Model
 from frameqc.runtime.output.destinations import Destinations, OnFailure, Sender
 from frameqc.runtime.output.formats import check_appendable
 from frameqc.runtime.output.record import tcp_reply
+from frameqc.runtime.serving.listeners import LocalServer, TCPServer
 from frameqc.runtime.serving.process import (
     ServedModel,
     Signals,
@@ -65,8 +66,6 @@ from frameqc.runtime.serving.protocol import (
 )
 from frameqc.runtime.util.text import first_line, local_time
 
-LOCAL_CLIENTS = 32  # local connections at once (cron one-shots, status, the health check)
-TCP_CLIENTS = 32  # TCP connections at once: a limit of their own
 CHECK_EVERY = 2.0  # seconds between two looks at the model file
 
 
@@ -279,58 +278,6 @@ class UpstreamHandler(socketserver.BaseRequestHandler):
         with contextlib.suppress(OSError):
             sock.settimeout(svc.timeout)
             sock.sendall(reply.encode("ascii", "replace"))
-
-
-class _Limited:
-    """Refuse connections beyond the server's limit instead of queueing threads without
-    bound, with a busy reply in the server's own protocol."""
-
-    service: ServerState
-    limit: int
-    busy: bytes
-
-    def limit_clients(self) -> None:
-        self.slots = threading.BoundedSemaphore(self.limit)
-
-    def process_request(self, request, client_address) -> None:
-        if not self.slots.acquire(blocking=False):
-            try:
-                with contextlib.suppress(OSError):
-                    request.setblocking(False)
-                    request.sendall(self.busy)
-                    while request.recv(1 << 16):  # what the client sent already: read, so
-                        pass  # closing does not reset the connection before it reads this
-            finally:
-                self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
-    def handle_error(self, request, client_address) -> None:
-        """A bug met by one request: one log line, the connection closed, the server on."""
-        exc = sys.exc_info()[1]
-        self.service.count(errors=1)
-        self.service.err.write(f"{local_time()} internal error "
-                               f"({type(exc).__name__}: {exc}); request dropped\n")
-
-
-class LocalServer(_Limited, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    limit = LOCAL_CLIENTS
-    busy = (json.dumps({"error": f"busy: {LOCAL_CLIENTS} local clients connected already; "
-                                 "try again"}) + "\n").encode()
-
-
-class TCPServer(_Limited, socketserver.ThreadingMixIn, socketserver.TCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    limit = TCP_CLIENTS
-    busy = b"ERROR busy"
 
 
 def check_options(tcp: str | None, log: str | None) -> tuple[str, int] | None:
