@@ -126,3 +126,19 @@ def test_classify_reads_the_model_card_once(runtime_model, fits_dir, tmp_path, m
     assert code == 0, err
     assert out.endswith(f" {frame}\n")
     assert len(reads) == 1
+
+
+def test_a_model_that_cannot_load_leaves_no_output_behind(runtime_model, fits_dir, tmp_path,
+                                                          monkeypatch):
+    """The card is read before any frame, the weights when the first frame needs them: a
+    model whose weights are gone prints no CSV header and makes no --sort-into folders."""
+    import shutil
+
+    model = tmp_path / "m" / "model.onnx"
+    model.parent.mkdir()
+    shutil.copy(runtime_model["fp32"], model)  # the graph and its card, not its weights
+    monkeypatch.setenv("FRAMEQC_SOCKET", str(tmp_path / "nobody-serves.sock"))
+    code, out, err = run_cli("classify", "--model", str(model), "-f", "csv", "--sort-into",
+                             str(tmp_path / "sorted"), str(fits_dir / "prebinned_227.fits"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert out == "" and not (tmp_path / "sorted").exists()

@@ -64,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
     destinations.senders += senders.items
     destinations.progress_to(len(paths))
     try:
-        destinations.start(router.labels)
-        for decided in router.run(paths):
+        for n, decided in enumerate(router.run(paths)):
+            if n == 0:  # not before: a model that cannot load prints no header, makes no folder
+                destinations.start(router.labels)
             destinations.send(decided, router.card)
     finally:
         router.close()

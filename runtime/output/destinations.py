@@ -111,6 +111,8 @@ class Destinations:
         An :class:`Answer` already holds its record. ``log_fields`` go into the ``--log``
         line only (the server's client).
         """
+        if self.writer is None and self.fmt is not None:
+            raise RuntimeError("Destinations.send before start(): the stream has no labels")
         if isinstance(decided, Answer):
             rec, timings, result = decided.record, decided.timings, None
         else:
@@ -123,7 +125,7 @@ class Destinations:
         if self.preview and result is not None and result.prepared is not None:
             written &= self._guard("--preview", self.preview, folders.write_preview,
                                    self.preview, result)
-        if self.writer is not None:
+        if self.writer is not None:  # None only for fmt None: a caller that keeps no stream
             self.writer.write(rec)
         if self.log:
             written &= self._guard("--log", self.log, formats.append_log, self.log, rec,
