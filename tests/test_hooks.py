@@ -129,6 +129,16 @@ def _kill_all(pidfile: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def test_the_influxdb_token_never_reaches_a_hook(cards, tmp_path, recorder, monkeypatch):
+    cmd, calls = recorder
+    monkeypatch.setenv("FRAMEQC_INFLUX_TOKEN", "secret-token")
+    code, _, err = run_cli("classify", "--model", cards["alert"], "--on-alert", cmd,
+                           str(_frame(tmp_path / "in", "a.fits")))
+    assert code == 0, err
+    [(_, env)] = calls()
+    assert b"FRAMEQC_PATH" in env and b"FRAMEQC_INFLUX_TOKEN" not in env
+
+
 # -- 3: anything one record holds --------------------------------------------------------
 
 def test_a_nul_in_a_header_value_never_stops_the_hooks(cards, tmp_path, recorder):

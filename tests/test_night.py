@@ -452,6 +452,18 @@ def test_damaged_and_foreign_lines_are_skipped_and_counted(tmp_path):
     assert "/data/\\ud800.fits" in page
 
 
+def test_an_absurd_logged_time_is_no_crash(tmp_path):
+    """A failed frame is placed by its log time; one no clock can hold is placed nowhere."""
+    log = tmp_path / "odd-time.log"
+    log.write_text("".join(json.dumps({"time": t, "path": f"/data/{i}.fits", "error": "x"})
+                           + "\n" for i, t in enumerate(("0001-01-01T00:30:00+01:00",
+                                                          "9999-12-31T23:30:00-01:00")))
+                   + record_line("/data/ok.fits", 0.1) + "\n")
+    code, out, err = run_cli("night", str(log), "-o", str(tmp_path / "web"))
+    assert code == 0 and err == "", err
+    assert (tmp_path / "web" / "index.html").exists()
+
+
 def test_a_damaged_thumbnail_cache_entry_is_made_again(night, shutter_model, tmp_path):
     out = tmp_path / "web"
     args = ("night", str(night["log"]), "-o", str(out), "--night", NIGHT, "--model",

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise UsageError("no frames in the sources given")
     classifier = _in_background(Classifier.load, resolve_model_path(args.model), args.threads)
-    card = classifier.model.card
+    card = classifier.card
     session = Session(paths, Path(args.output), card.labels, card.alerts,
                       classifier.threshold, card.model_id, card.precision,
                       args.user or os.environ.get("USER") or getpass.getuser())

@@ -55,9 +55,9 @@ def placed(rec: dict) -> tuple[datetime | None, str]:
             pass
     try:
         logged = datetime.fromisoformat(rec["time"])
-    except (KeyError, TypeError, ValueError):
+        logged = logged.astimezone(UTC).replace(tzinfo=None) if logged.tzinfo else logged
+    except (KeyError, TypeError, ValueError, OverflowError):  # 0001-01-01T00:30+01:00
         return None, "none"
-    logged = logged.astimezone(UTC).replace(tzinfo=None) if logged.tzinfo else logged
     return (logged, "logged") if logged.year in YEARS else (None, "none")
 
 

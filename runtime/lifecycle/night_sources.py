@@ -110,16 +110,12 @@ def _parquet(path: Path, count: Skipped) -> Iterator[dict]:
 
 def _batches(file: Path) -> Iterator:
     """A Parquet file's record batches, one at a time (a file is never read whole)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        batches = pq.ParquetFile(file).iter_batches(batch_size=8192)
-        while True:
-            try:
-                yield next(batches)
-            except StopIteration:
-                return
-    except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+        yield from pq.ParquetFile(file).iter_batches(batch_size=8192)
+    except (OSError, ValueError, pa.ArrowException) as exc:
         raise UsageError(f"{file}: cannot read as Parquet ({str(exc).splitlines()[0]})"
                          ) from None
 

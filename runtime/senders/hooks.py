@@ -72,6 +72,10 @@ def _env_name(name: str) -> str:
     return "FRAMEQC_" + re.sub(r"[^A-Z0-9_]", "_", name.upper())
 
 
+#: Secrets of frameqc's own that a hook has no business with (it posts to chat rooms).
+_KEPT_FROM_HOOKS = frozenset({b"FRAMEQC_INFLUX_TOKEN"})
+
+
 def hook_env(rec: dict, streak: int) -> dict[str, str]:
     """The record as ``FRAMEQC_<FIELD>`` variables (``FRAMEQC_P_<LABEL>`` per label).
 
@@ -225,7 +229,8 @@ class AlertHook:
         try:
             self.queue.put_nowait((rec, count))
         except queue.Full:
-            self.dropped += 1
+            with self._lock:
+                self.dropped += 1
             self._say(f"{QUEUE_MAX} hooks are waiting; alert for {rec.get('path')} not run")
 
     def new_card(self, card) -> None:
@@ -296,7 +301,8 @@ class AlertHook:
                 self._said.add(name)
                 self._say(f"{name} of {rec.get('path')} held {what} (said once; the record "
                           "on stdin is as it was)")
-        return {**os.environb, **env}
+        inherited = {k: v for k, v in os.environb.items() if k not in _KEPT_FROM_HOOKS}
+        return {**inherited, **env}
 
     def run(self, rec: dict, count: int) -> str | None:
         """Run the hook once; what went wrong, in a few words, or None."""
