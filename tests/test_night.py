@@ -460,7 +460,7 @@ def test_an_absurd_logged_time_is_no_crash(tmp_path):
                                                           "9999-12-31T23:30:00-01:00")))
                    + record_line("/data/ok.fits", 0.1) + "\n")
     code, out, err = run_cli("night", str(log), "-o", str(tmp_path / "web"))
-    assert code == 0 and err == "", err
+    assert code == 0 and err == "" and out.startswith("frameqc night: "), err
     assert (tmp_path / "web" / "index.html").exists()
 
 
