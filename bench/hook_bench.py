@@ -43,7 +43,7 @@ def call_us(n: int, streak: Path | None) -> float:
 
 
 def write_ms(n: int, path: Path) -> float:
-    from frameqc.runtime.senders.hooks import Streak
+    from frameqc.runtime.senders.streak import Streak
 
     streak = Streak(1, path)
     start = time.perf_counter()

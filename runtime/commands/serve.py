@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     from frameqc.runtime.errors import UsageError
     from frameqc.runtime.model import resolve_model_path
-    from frameqc.runtime.senders import Senders, alert_labels
+    from frameqc.runtime.senders import Senders
     from frameqc.runtime.serving.protocol import default_socket
     from frameqc.runtime.serving.server import check_options, serve
 
@@ -59,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
     path = Path(resolve_model_path(args.model))
     socket = Path(args.socket or default_socket())
     Senders.check(args)  # before the model is touched
-    alerts = alert_labels(path) if args.on_alert else ()  # the server reads its own later
-    senders = Senders.from_args(args, alerts, args.log)
+    senders = Senders.from_args(args, None, args.log)  # alert labels: the served card's
     try:
         return serve(path, socket, args.tcp, args.log, args.max_bytes, args.timeout,
                      allow=tuple(args.allow or ()), threads=args.threads,

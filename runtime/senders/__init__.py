@@ -57,24 +57,25 @@ class Senders:
             parse_command(args.on_alert)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, alerts: Sequence[str],
+    def from_args(cls, args: argparse.Namespace, alerts: Sequence[str] | None,
                   beside: str | os.PathLike | None, err: TextIO | None = None,
                   state: str | os.PathLike | None = None) -> Senders:
         """``--influx``/``--influx-tag``, ``--on-alert``/``--alert-after``/``--alert-timeout``.
 
-        ``alerts`` are the card's alert labels; ``beside`` places the spool, and the
-        ``--alert-after`` streak unless there is a ``state`` (watch's) to keep it by.
+        ``alerts`` are the card's alert labels (None: the served card's, told later);
+        ``beside`` places the spool, and the ``--alert-after`` streak unless there is a
+        ``state`` (watch's) to keep it by.
         Everything that can be refused is refused here, before any frame.
         """
         err = err or sys.stderr
-        cls.check(args)
         items: list = []
         if getattr(args, "influx", None):
             from frameqc.runtime.senders.influx import InfluxSender
 
             items.append(InfluxSender(args.influx, spool_beside(beside), tags(args), err))
         if getattr(args, "on_alert", None):
-            from frameqc.runtime.senders.hooks import AlertHook, streak_beside
+            from frameqc.runtime.senders.hooks import AlertHook
+            from frameqc.runtime.senders.streak import streak_beside
 
             try:
                 items.append(AlertHook(args.on_alert, alerts,
@@ -102,20 +103,3 @@ def tags(args: argparse.Namespace) -> dict[str, str]:
     from frameqc.runtime.output.line_protocol import parse_tag
 
     return dict(parse_tag(t) for t in given)
-
-
-def alert_labels(model: str | os.PathLike | None) -> tuple[str, ...]:
-    """The card's alert labels, read from the model file without loading it."""
-    from pathlib import Path
-
-    from frameqc.runtime.errors import ModelError
-    from frameqc.runtime.model import resolve_model_path
-    from frameqc.runtime.model.peek import read_card
-
-    path = Path(resolve_model_path(model))
-    if not path.is_file():
-        raise ModelError(f"{path}: no such model file")
-    card = read_card(path)
-    if card is None:
-        raise ModelError(f"{path}: cannot read its model card")
-    return card.alerts

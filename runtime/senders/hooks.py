@@ -45,13 +45,12 @@ from typing import TextIO
 
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.output import record
-from frameqc.runtime.util.files import write_atomic
+from frameqc.runtime.senders.streak import Streak
 
 DEFAULT_TIMEOUT = 30.0  # seconds a hook may run
 QUEUE_MAX = 100  # hooks waiting to run
 STDERR_KEPT = 64 * 1024  # bytes of a hook's stderr kept (its tail): a flood costs no memory
 VALUE_MAX = 64 * 1024  # bytes of one variable: exec refuses a string over 128 KiB
-STREAK_SUFFIX = ".alert-streak"
 EXIT_POLL = 0.05  # seconds between two looks for a hook's exit where no pidfd can be had
 
 
@@ -126,54 +125,6 @@ def env_bytes(env: dict[str, str]) -> tuple[dict[bytes, bytes], dict[str, str]]:
     return out, changed
 
 
-def streak_beside(path: str | os.PathLike | None) -> Path | None:
-    """Where ``--alert-after``'s streak is kept: beside ``path`` (the watch state or
-    ``--log``); None keeps it in memory only."""
-    return None if path is None else Path(f"{os.fspath(path)}{STREAK_SUFFIX}")
-
-
-class Streak:
-    """The ``--alert-after N`` rule: True once per run of N consecutive alerts.
-
-    Without N, True for every alert. ``count`` is the length of the current run. With a
-    ``path``, the count is read from it at start and written to it (atomically) when it
-    changes, up to N + 1, so a streak spans cron runs and restarts; a missing or
-    unreadable file is a streak of 0.
-    """
-
-    def __init__(self, after: int | None = None, path: Path | None = None) -> None:
-        self.after, self.count, self.path = after, 0, path
-        self.problem: str | None = None  # the last failure to read or write the file
-        if path is not None and after is not None:
-            try:
-                count = json.loads(path.read_text(encoding="utf-8"))["streak"]
-                if isinstance(count, int) and count >= 0:
-                    self.count = count
-            except FileNotFoundError:
-                pass
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                self.problem = f"cannot read {path} ({getattr(exc, 'strerror', None) or exc})"
-
-    def __call__(self, alert: bool | None) -> bool:
-        """``alert`` is None for a frame with no decision (it changes nothing)."""
-        if alert is None:
-            return False
-        before, self.count = self.count, self.count + 1 if alert else 0
-        if self.after is not None and min(before, self.after + 1) != min(self.count,
-                                                                        self.after + 1):
-            self._keep()  # past N + 1 the rule sees no difference: no write (it costs an fsync)
-        return bool(alert) and (self.after is None or self.count == self.after)
-
-    def _keep(self) -> None:
-        if self.path is None:
-            return
-        try:
-            write_atomic(self.path, json.dumps({"streak": self.count}) + "\n")
-            self.problem = None
-        except OSError as exc:
-            self.problem = f"cannot write {self.path} ({exc.strerror or exc})"
-
-
 class AlertHook:
     """A destination of :class:`~frameqc.runtime.output.destinations.Destinations`: runs
     CMD on alerts.
@@ -182,8 +133,8 @@ class AlertHook:
     ----------
     cmd : str
         ``--on-alert CMD``.
-    alerts : sequence of str
-        The card's alert labels (:meth:`new_card` changes them on a reload).
+    alerts : sequence of str, optional
+        The card's alert labels; None where :meth:`new_card` brings them (the server's).
     after : int, optional
         ``--alert-after N``; without it, every alert runs the hook.
     timeout : float
@@ -192,11 +143,11 @@ class AlertHook:
         The file the streak is kept in (:func:`streak_beside`).
     """
 
-    def __init__(self, cmd: str, alerts: Sequence[str], after: int | None = None,
+    def __init__(self, cmd: str, alerts: Sequence[str] | None, after: int | None = None,
                  timeout: float = DEFAULT_TIMEOUT, err: TextIO | None = None,
                  streak: Path | None = None) -> None:
         self.argv = parse_command(cmd)
-        self.alerts = frozenset(alerts)
+        self.alerts = frozenset(alerts or ())
         self.streak = Streak(after, streak)
         self.timeout = timeout
         self.err = err or sys.stderr
@@ -210,9 +161,8 @@ class AlertHook:
         self._said: set[str] = set()
         self._streak_said: str | None = None
         self._say_streak()
-        if not self.alerts:
-            self._say("the model's card names no alert labels: no decision is an alert, "
-                      "so the hook will not run")
+        if alerts is not None and not self.alerts:
+            self._say_no_alerts()
         self._thread = threading.Thread(target=self._loop, name="frameqc-hook", daemon=True)
         self._thread.start()
 
@@ -233,14 +183,22 @@ class AlertHook:
                 self.dropped += 1
             self._say(f"{QUEUE_MAX} hooks are waiting; alert for {rec.get('path')} not run")
 
-    def new_card(self, card) -> None:
-        """A reload brought another model: its card's alert labels from now on."""
+    def new_card(self, card, say: bool = True) -> None:
+        """The served model's card (at start, and after a reload): its alert labels from
+        now on; a change is said unless ``say`` is false (the first card)."""
         alerts = frozenset(card.alerts)
+        if not say and not alerts:
+            self._say_no_alerts()
         if alerts == self.alerts:
             return
         self.alerts = alerts
-        self._say(f"alert labels now {', '.join(card.alerts)}" if alerts else
-                  "the new model's card names no alert labels: the hook will not run")
+        if say:
+                self._say(f"alert labels now {', '.join(card.alerts)}" if alerts else
+                      "the new model's card names no alert labels: the hook will not run")
+
+    def _say_no_alerts(self) -> None:
+        self._say("the model's card names no alert labels: no decision is an alert, "
+                  "so the hook will not run")
 
     def health(self) -> dict:
         return {"sink": "on-alert", "command": shlex.join(self.argv),

@@ -89,6 +89,7 @@ class ServerState:
         self.served = model if isinstance(model, ServedModel) else ServedModel(
             model, file_identity(model.path), Classifier(model))
         self.path = path or self.served.model.path  # what is watched for a new model
+        self._tell_senders(say=False)  # the alert labels come from the card served
         self.allow = tuple(os.path.realpath(d) for d in allow)
         # frames decoded at once: each may take up to $FRAMEQC_MAX_PIXELS float64 pixels,
         # so memory is bounded by this, not by the number of clients
@@ -170,10 +171,15 @@ class ServerState:
                 self.reloads += 1
             self._announce(f"{why}; now serving {served.model.path} "
                       f"({', '.join(served.card.labels)}; {served.card.precision})")
-            for sender in self.senders:  # the hook's alert labels are the card's
-                getattr(sender, "new_card", lambda card: None)(served.card)
+            self._tell_senders(say=True)
         finally:
             self._loading.release()
+
+    def _tell_senders(self, say: bool) -> None:
+        """Hand the served card to the senders that act on it (the hook's alert labels)."""
+        for sender in self.senders:
+            if hasattr(sender, "new_card"):
+                sender.new_card(self.served.card, say)
 
     def _announce(self, text: str) -> None:
         self.err.write(f"{local_time()} frameqc serve: {text}\n")

@@ -1,0 +1,64 @@
+"""``--alert-after N``: the streak of consecutive alerts, kept on disk across runs.
+
+A cron ``watch --once`` decides a frame or two per run, and a resident ``watch`` or
+``serve`` may be restarted mid-streak: the count lives in a small file beside the watch
+state or ``--log``, so that N alerts in a row fire once, however many processes saw them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from frameqc.runtime.util.files import write_atomic
+
+STREAK_SUFFIX = ".alert-streak"
+
+
+def streak_beside(path: str | os.PathLike | None) -> Path | None:
+    """Where ``--alert-after``'s streak is kept: beside ``path`` (the watch state or
+    ``--log``); None keeps it in memory only."""
+    return None if path is None else Path(f"{os.fspath(path)}{STREAK_SUFFIX}")
+
+
+class Streak:
+    """The ``--alert-after N`` rule: True once per run of N consecutive alerts.
+
+    Without N, True for every alert. ``count`` is the length of the current run. With a
+    ``path``, the count is read from it at start and written to it (atomically) when it
+    changes, up to N + 1, so a streak spans cron runs and restarts; a missing or
+    unreadable file is a streak of 0.
+    """
+
+    def __init__(self, after: int | None = None, path: Path | None = None) -> None:
+        self.after, self.count, self.path = after, 0, path
+        self.problem: str | None = None  # the last failure to read or write the file
+        if path is not None and after is not None:
+            try:
+                count = json.loads(path.read_text(encoding="utf-8"))["streak"]
+                if isinstance(count, int) and count >= 0:
+                    self.count = count
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                self.problem = f"cannot read {path} ({getattr(exc, 'strerror', None) or exc})"
+
+    def __call__(self, alert: bool | None) -> bool:
+        """``alert`` is None for a frame with no decision (it changes nothing)."""
+        if alert is None:
+            return False
+        before, self.count = self.count, self.count + 1 if alert else 0
+        if self.after is not None and min(before, self.after + 1) != min(self.count,
+                                                                        self.after + 1):
+            self._keep()  # past N + 1 the rule sees no difference: no write (it costs an fsync)
+        return bool(alert) and (self.after is None or self.count == self.after)
+
+    def _keep(self) -> None:
+        if self.path is None:
+            return
+        try:
+            write_atomic(self.path, json.dumps({"streak": self.count}) + "\n")
+            self.problem = None
+        except OSError as exc:
+            self.problem = f"cannot write {self.path} ({exc.strerror or exc})"
