@@ -492,7 +492,7 @@ def test_the_page_runs_under_its_csp_and_cannot_be_framed(browser, servers, runt
                                     ".map((e) => e.getBoundingClientRect().width)")
     assert len(widths) == 2 and max(widths) > 0  # the bars are drawn under the CSP
     _press(browser, "g")
-    _wait(browser, lambda d: d.find_elements("css selector", "#thumbs figure"), what="grid")
+    _wait(browser, lambda d: d.find_element("id", "grid").is_displayed(), what="the grid")
     _press(browser, "g")
     refused = [e["message"] for e in browser.get_log("browser")
                if "Content Security Policy" in e["message"]]

@@ -57,9 +57,9 @@ class Peer:
 
 def _groups(sock: socket.socket, uid: int, gid: int) -> list[int]:
     try:  # the caller's own supplementary groups, as they were when it connected
-        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * 1024)
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)  # Python's most
         return list(struct.unpack(f"{len(raw) // 4}I", raw))
-    except OSError:  # an older kernel, or over 1,024 groups: the group database
+    except OSError:  # an older kernel, or over 256 groups: the group database
         try:
             return os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
         except KeyError:

@@ -460,10 +460,11 @@ class Session:
         if len(stale) == 1:
             (i, now), = stale.items()
             mine = dict(changes)[i]
+            again = ("undo cannot clear it now" if mine is None else "press x again to "
+                     "exclude it anyway" if mine == EXCLUDED else
+                     f"press {mine} again to replace it")
             return (f"{readable(os.path.basename(self.paths[i]))} was {said(now)} meanwhile "
-                    f"(in another tab or by another person); yours "
-                    f"({said(mine).removeprefix('labelled ')}) was not saved: press it "
-                    "again to replace it")
+                    f"(in another tab or by another person); {again}")
         return (f"{len(stale)} frames of these {len(changes)} were labelled meanwhile (in "
                 "another tab or by another person); none of them was saved: they are "
                 "shown now")

@@ -205,7 +205,8 @@ async function send(changes, before, note, undoable) {
     // not saved: the frames show the server's labels (another page's, on a conflict)
     const k = undoStack.indexOf(before);
     if (undoable && k >= 0) undoStack.splice(k, 1);
-    for (const [i, label] of before) S.frames[i].given = i in e.given ? e.given[i] : label;
+    const now = e.given || {};  // none when the server was not reached at all
+    for (const [i, label] of before) S.frames[i].given = i in now ? now[i] : label;
     recount();
     S.version = -1;  // the next look at the server takes the whole state
     if (mode === "single") current = changes[0][0];
