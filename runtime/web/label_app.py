@@ -35,7 +35,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from frameqc.runtime.errors import UsageError
-from frameqc.runtime.web.labelling import ORDERS, Conflict, NotSaved, Session
+from frameqc.runtime.web.labelling import ORDERS, Session
+from frameqc.runtime.web.labels import Conflict, NotSaved
 
 STATIC = ("label.js", "label.css")
 TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
