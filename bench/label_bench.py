@@ -7,7 +7,8 @@ does, over HTTP on 127.0.0.1:
 - **first frame**: from the command's start to the first frame's two pictures served
   (server ready, model loaded, first batch classified, pictures fetched);
 - **next frame**: the two pictures of a frame (network view + stretched view);
-- **label**: one ``POST /api/labels``, answered once the journal and labels.csv are fsynced.
+- **label**: one ``POST /api/labels`` (the page saw no label on the frame), answered once
+  the journal and labels.csv are fsynced.
 
 Steps are timed from the client, so they include the loopback round trip: an upper
 bound on the server's time. They are measured while the classification still runs in the
@@ -80,7 +81,7 @@ def steps(client: httpx.Client, token: str, state: dict, n: int, start: int
             r.raise_for_status()
         nxt.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        r = client.post("/api/labels", content=json.dumps({"changes": [[i, "OK"]]}),
+        r = client.post("/api/labels", content=json.dumps({"changes": [[i, "OK", None]]}),
                         headers={"X-FrameQC-Token": token})
         r.raise_for_status()
         lab.append(time.perf_counter() - t0)

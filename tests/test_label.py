@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,6 +86,7 @@ def browser():
                  "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
                  "--window-size=1440,960"):
         opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP reports, for _console
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(60)
     yield driver
@@ -112,7 +115,8 @@ class LabelServer:
         self.base, self.token = line.split("/?token=")
 
     def stderr(self) -> str:
-        self.err.flush()
+        if not self.err.closed:
+            self.err.flush()
         return Path(self.err.name).read_text()
 
     def state(self) -> dict:
@@ -135,6 +139,11 @@ class LabelServer:
             self.proc.wait(30)
         self.proc.stdout.close()
         self.err.close()
+
+    def index(self, name: str) -> int:
+        """The index of the frame whose file name is ``name`` (as the page shows it)."""
+        frames = self.state()["frames"]
+        return next(int(i) for i, f in frames.items() if Path(f["name"]).name == name)
 
 
 @pytest.fixture()
@@ -318,6 +327,222 @@ def test_rgb_models_label_png_frames(browser, servers, rgb_model, pngs, tmp_path
     assert browser.execute_script("return document.getElementById('view').naturalWidth") == 224
 
 
+def test_rows_frameqc_did_not_write_are_kept(browser, servers, runtime_model, frames,
+                                            tmp_path):
+    """Hand-made rows, and the labels of another folder labelled on the same -o, survive
+    saves and restarts (issue 27 item 7); a stop says what was saved (issue 30 item 12)."""
+    out = tmp_path / "labels.csv"
+    mine = str(frames / "h_e_20250708_2_1_1_1.fits")
+    out.write_text(f"path,label\n/archive/2024/o_1.fits,OK\nold/o_2.fits,Shutter\n{mine},OK\n")
+    hand = {"/archive/2024/o_1.fits": "OK", "old/o_2.fits": "Shutter", mine: "OK"}
+    server = servers(runtime_model["fp32"], [frames], out)
+    server.wait_done()
+    _open(browser, server)
+    first = _label(browser, "1")
+    expected = {**hand, str(frames / first): "Shutter"}
+    assert _csv(out) == expected
+    server.stop(signal.SIGINT)
+    assert re.search(r"stopped; 1 change saved in this run .*labels\.csv holds 4 labels",
+                     server.stderr()), server.stderr()
+
+    again = servers(runtime_model["fp32"], [frames], out)  # a journal exists now
+    _open(browser, again)
+    second = _label(browser, "1")
+    expected[str(frames / second)] = "Shutter"
+    assert _csv(out) == expected
+    again.stop()
+
+    night2 = tmp_path / "night2"  # the next night, on the same -o
+    night2.mkdir()
+    for k in (3, 4):
+        shutil.copy(frames / f"h_e_20250708_{k}_1_1_1.fits", night2 / f"h_e_20250709_{k}.fits")
+    other = servers(runtime_model["fp32"], [night2], out)
+    other.wait_done()
+    _open(browser, other)
+    third = _label(browser, "o")
+    expected[str(night2 / third)] = "OK"
+    assert _csv(out) == expected
+    other.stop(signal.SIGTERM)
+    assert re.search(r"stopped; 1 change saved in this run .*labels\.csv holds 6 labels",
+                     other.stderr()), other.stderr()
+
+    back = servers(runtime_model["fp32"], [frames], out)  # the first night again
+    assert back.state()["counts"]["labelled"] == 3
+    _open(browser, back)
+    _label(browser, "x")  # a save: rewrites the CSV
+    assert _csv(out) == expected
+
+
+def test_a_failed_save_on_a_full_disk_loses_no_later_label(browser, servers, runtime_model,
+                                                          frames, tmp_path):
+    """The journal append that fails part-way leaves no torn line for the next one to be
+    glued to (issue 27 item 8): a real file-size limit on the server, as a full disk."""
+    import resource
+
+    out = tmp_path / "labels.csv"
+    server = servers(runtime_model["fp32"], [frames], out)
+    server.wait_done()
+    _open(browser, server)
+    first = _label(browser, "1")
+    journal = out.with_name(out.name + ".journal.jsonl")
+    room = journal.stat().st_size + 40  # part of the next line fits: a short write, then EFBIG
+    soft, hard = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (room, hard))
+    try:
+        _press(browser, "1")
+        _wait(browser, lambda d: _text(d, "saved").startswith("NOT saved"), what="the refusal")
+        refusal = _text(browser, "saved")
+    finally:
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
+    second = _label(browser, "1")  # there is room again
+    server.stop()
+    again = servers(runtime_model["fp32"], [frames], out)
+    assert again.state()["counts"]["labelled"] == 2
+    assert [(Path(j["path"]).name, j["label"]) for j in _journal(out)] == [
+        (first, "Shutter"), (second, "Shutter")]
+    assert _csv(out) == {str(frames / first): "Shutter", str(frames / second): "Shutter"}
+    assert "File too large" in refusal, refusal  # the server's reason, on the page
+
+
+def test_two_tabs_on_one_frame_never_overwrite_silently(browser, servers, runtime_model,
+                                                        frames, tmp_path):
+    """Issue 27 item 9: the second label is refused with the first shown; both are in the
+    journal; pressed again it replaces it, and the first tab comes to show that."""
+    out = tmp_path / "labels.csv"
+    server = servers(runtime_model["fp32"], [frames], out, "--order", "time")
+    server.wait_done()
+    first_tab = browser.current_window_handle
+    _open(browser, server)
+    browser.switch_to.new_window("tab")
+    try:
+        _open(browser, server)
+        name = _shown(browser)
+        browser.switch_to.window(first_tab)
+        assert _label(browser, "1") == name          # Shutter, in the first tab
+        browser.switch_to.window(browser.window_handles[-1])
+        _press(browser, "o")                         # OK on the same frame, in the second
+        _wait(browser, lambda d: _text(d, "saved").startswith("NOT saved"), timeout=10,
+              what="the conflict")
+        message = _text(browser, "saved")
+        assert name in message and "Shutter" in message, message
+        assert _shown(browser) == name and _text(browser, "given") == "labelled Shutter"
+        shots = os.environ.get("FRAMEQC_SCREENSHOTS")
+        if shots:
+            browser.save_screenshot(str(Path(shots) / "label-conflict.png"))
+        assert _csv(out) == {str(frames / name): "Shutter"}
+        assert [(j["label"], j["previous"], j.get("refused")) for j in _journal(out)] == [
+            ("Shutter", None, None), ("OK", "Shutter", "conflict")]
+        _label(browser, "o")                         # pressed again, knowing: replaced
+        assert _csv(out) == {str(frames / name): "OK"}
+    finally:
+        for tab in browser.window_handles[1:]:
+            browser.switch_to.window(tab)
+            browser.close()
+        browser.switch_to.window(first_tab)
+    _press(browser, "\ue012")                        # left arrow: back to that frame
+    _wait(browser, lambda d: _shown(d) == name and _text(d, "given") == "labelled OK",
+          timeout=15, what="the other tab's label")
+
+
+def test_an_undo_before_the_save_returned_undoes_that_frame(browser, servers, runtime_model,
+                                                           frames, tmp_path):
+    """The undo of a label whose save is still on its way reverts that label, not the one
+    before it (issue 27, "Also"): a stopped server holds the save."""
+    out = tmp_path / "labels.csv"
+    server = servers(runtime_model["fp32"], [frames], out, "--order", "time")
+    server.wait_done()
+    _open(browser, server)
+    first = _label(browser, "1")
+    second = _shown(browser)
+    os.kill(server.proc.pid, signal.SIGSTOP)  # a server slow to answer
+    try:
+        _press(browser, "1")                  # the second frame's save is on its way...
+        _press(browser, "u")                  # ...and undone before it returned
+        time.sleep(0.5)
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    _wait(browser, lambda d: d.execute_script("return pending") == 0
+          and "undone" in _text(d, "saved"), what="both saves")
+    assert [(Path(j["path"]).name, j["label"]) for j in _journal(out)] == [
+        (first, "Shutter"), (second, "Shutter"), (second, None)]
+    assert _csv(out) == {str(frames / first): "Shutter"}
+    assert _shown(browser) == second
+
+
+def test_the_page_runs_under_its_csp_and_cannot_be_framed(browser, servers, runtime_model,
+                                                         frames, tmp_path):
+    """Issue 27 item 21: X-Frame-Options and CSP frame-ancestors; only the page's own
+    scripts; a page on another port of the host (the cookie ignores ports) frames nothing."""
+    import http.server
+    import threading
+    from functools import partial
+
+    out = tmp_path / "labels.csv"
+    server = servers(runtime_model["fp32"], [frames], out)
+    server.wait_done()
+    page = httpx.get(server.url)
+    assert page.headers["x-frame-options"] == "DENY"
+    csp = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+    assert "unsafe" not in csp and "default-src 'none'" in csp
+    browser.get_log("browser")  # what earlier pages said
+    _open(browser, server)
+    _label(browser, "1")
+    widths = browser.execute_script("return [...document.querySelectorAll('#probs .pbar div')]"
+                                    ".map((e) => e.getBoundingClientRect().width)")
+    assert len(widths) == 2 and max(widths) > 0  # the bars are drawn under the CSP
+    _press(browser, "g")
+    _wait(browser, lambda d: d.find_element("id", "grid").is_displayed(), what="the grid")
+    _press(browser, "g")
+    refused = [e["message"] for e in browser.get_log("browser")
+               if "Content Security Policy" in e["message"]]
+    assert refused == []
+
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text(f'<iframe id="f" src="{server.base}/" width="900" '
+                                    'height="600"></iframe>')
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        browser.get(f"http://127.0.0.1:{httpd.server_address[1]}/index.html")
+        frame = _wait(browser, lambda d: d.find_element("id", "f"), what="the framing page")
+        time.sleep(2)
+        browser.switch_to.frame(frame)
+        try:
+            assert browser.find_elements("id", "counts") == []
+        finally:
+            browser.switch_to.default_content()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert any("frame" in e["message"] and "ancestor" in e["message"]
+               for e in browser.get_log("browser"))
+
+
+def test_a_name_that_is_not_utf8_is_labelled(browser, servers, runtime_model, frames,
+                                             tmp_path):
+    """Issue 27 item 2: a file name of bytes that are not UTF-8 (old Samba/NFS shares):
+    the URL is printed, the state and the POST work, the name is shown with backslash
+    escapes, labels.csv holds the name's own bytes and evaluate reads it back."""
+    from frameqc.runtime.lifecycle.labelled import LabelledSet
+
+    folder = tmp_path / "smb"
+    folder.mkdir()
+    odd = os.fsencode(folder) + b"/x\xff.fits"
+    shutil.copy(frames / "h_e_20250708_2_1_1_1.fits", os.fsdecode(odd))
+    out = tmp_path / "labels.csv"
+    server = servers(runtime_model["fp32"], [folder], out)
+    state = server.wait_done()
+    assert [f["name"] for f in state["frames"].values()] == [f"{folder}/x\\xff.fits"]
+    _open(browser, server)
+    assert _text(browser, "name") == "x\\xff.fits"
+    _label(browser, "1")
+    assert out.read_bytes().splitlines()[1:] == [odd + b",Shutter"]
+    assert LabelledSet.load(out).items == ((os.fsdecode(odd), "Shutter"),)
+
+
 # -- what the server must refuse ----------------------------------------------------------
 
 def test_every_request_needs_the_token(servers, runtime_model, frames, tmp_path):
@@ -333,9 +558,10 @@ def test_every_request_needs_the_token(servers, runtime_model, frames, tmp_path)
     assert first.status_code == 200 and server.token in first.text
     cookies = dict(first.cookies)
     assert httpx.get(base + "/api/state", cookies=cookies).status_code == 200
-    body = {"changes": [[1, "OK"]]}
+    body = {"changes": [[1, "OK", None]]}
     # the cookie alone cannot label: a POST from another site would carry it
-    assert httpx.post(base + "/api/labels", json=body, cookies=cookies).status_code == 403
+    refused = httpx.post(base + "/api/labels", json=body, cookies=cookies)
+    assert refused.status_code == 403 and "X-FrameQC-Token header" in refused.text
     assert httpx.post(base + "/api/labels", json=body,
                       params={"token": server.token}).status_code == 403
     assert not out.exists()

@@ -1,13 +1,17 @@
 """``frameqc serve`` as a real process on real unix and TCP sockets."""
 
+import grp
 import json
 import os
+import pwd
 import re
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -310,3 +314,70 @@ def test_an_unwritable_log_never_keeps_an_answer_from_its_client(runtime_model, 
     assert len(lines) == 1 and lines[0].endswith(
         f"cannot write --log {log} (No such file or directory); answering clients regardless")
     assert state.frames == 2 and state.errors == 0 and not log.parent.exists()
+
+
+#: A local client in a few lines of the system's python (another user may run it): the
+#: records of ``classify`` for the paths given, one JSON line each.
+ASK = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall((json.dumps({"op": "classify", "paths": sys.argv[2:]}) + "\\n").encode())
+replies = s.makefile("rb")
+while True:
+    reply = json.loads(replies.readline())
+    if "record" not in reply:
+        break
+    print(json.dumps(reply["record"]))
+"""
+
+
+def test_a_caller_gets_answers_only_for_frames_it_may_read(runtime_model, fits_dir):
+    """Issue 27 item 20: the server (root here) reads for a caller of another uid only what
+    that uid may read, by its own, group and other bits along the whole path, links
+    followed; anything else is answered as a file that does not exist."""
+    if os.getuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root, which this test needs to be another user")
+        pytest.skip("needs root to run a process as another user")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    users, nogroup = grp.getgrnam("users").gr_gid, grp.getgrnam("nogroup").gr_gid
+    shared = Path(tempfile.mkdtemp(prefix="frameqc-peer-", dir="/tmp"))
+    try:
+        shared.chmod(0o755)
+        public, private = shared / "public", shared / "private"
+        frame = fits_dir / "prebinned_227.fits"
+        for folder, mode in ((public, 0o755), (private, 0o700)):
+            folder.mkdir()
+            folder.chmod(mode)
+        files = {"public/f.fits": (0o644, 0, 0), "public/group.fits": (0o640, 0, users),
+                 "public/theirs.fits": (0o600, nobody, 0), "public/root.fits": (0o600, 0, 0),
+                 "public/others.fits": (0o044, nobody, 0), "private/f.fits": (0o644, 0, 0)}
+        for name, (mode, uid, gid) in files.items():
+            shutil.copy(frame, shared / name)
+            os.chown(shared / name, uid, gid)
+            (shared / name).chmod(mode)
+        (public / "link.fits").symlink_to(private / "f.fits")
+        (public / "up.fits").symlink_to("../private/f.fits")
+        readable = [public / "f.fits", public / "group.fits", public / "theirs.fits",
+                    public / ".." / "public" / "f.fits"]
+        hidden = [public / "root.fits", public / "others.fits", private / "f.fits",
+                  public / "link.fits", public / "up.fits", private / ".." / "public" / "f.fits",
+                  Path("/etc/shadow"), public / "missing.fits"]
+        with Server(runtime_model["int8"], shared / "s.sock") as server:
+            os.chown(server.sock, -1, users)  # the socket's group: the callers it admits
+            proc = subprocess.run(
+                [shutil.which("python3", path="/usr/bin:/bin"), "-c", ASK, str(server.sock),
+                 *map(str, readable + hidden)], user=nobody, group=nogroup,
+                extra_groups=[users], capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            records = [json.loads(line) for line in proc.stdout.splitlines()]
+            assert [r.get("error") for r in records] == [None] * len(readable) + [
+                "no such file"] * len(hidden), records
+            assert all(set(r) == set(records[-1]) for r in records[len(readable):])
+            # the server's own user is not held to the bits of another
+            code, out, _ = run_cli("classify", "--socket", str(server.sock), "-f", "json",
+                                   str(public / "root.fits"))
+            assert code == 0 and "error" not in json.loads(out)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

@@ -91,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
     worker = threading.Thread(target=_classify, args=(session, classifier, progress,
                                                       args.batch_size), daemon=True)
     worker.start()
-    run_server(app, sock)
+    run_server(app, sock)  # until SIGINT or SIGTERM
     progress.close()
+    print(session.summary(), file=sys.stderr, flush=True)
     return EXIT_OK
 
 

@@ -146,7 +146,8 @@ def _from_csv(path: Path) -> list[tuple[str, str]]:
     base = path.resolve().parent
     items = []
     try:
-        with open(path, newline="") as fh:
+        # a path's bytes that are not UTF-8 (as frameqc label writes them) stay as they are
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
             for n, row in enumerate(csv.reader(fh), 1):
                 if not row or not "".join(row).strip() or row[0].startswith("#"):
                     continue

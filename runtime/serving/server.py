@@ -15,8 +15,9 @@ The model is reloaded without a restart on SIGHUP, and when the served path (a
 one and takes over between requests; a request keeps the model it started with.
 
 Who may connect: the unix socket is 0660, so this user and the members of the socket's
-group; each can make the server read any file it can read, unless ``--allow DIR``
-limits the frames to some folders. TCP clients send image bytes, never paths.
+group; each gets answers only for the frames it may read itself (its peer credentials,
+:mod:`~frameqc.runtime.serving.access`), and ``--allow DIR`` can limit the frames to
+some folders besides. TCP clients send image bytes, never paths.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import TextIO
 
 from frameqc.runtime import __version__
-from frameqc.runtime.data.reader import max_pixels, open_regular
+from frameqc.runtime.data.reader import max_pixels
 from frameqc.runtime.engine.pipeline import Classifier, Result
 from frameqc.runtime.errors import FrameError, FrameQCError, UsageError
 from frameqc.runtime.model.cpu import available_cpus
@@ -44,6 +45,7 @@ from frameqc.runtime.model.session import Model
 from frameqc.runtime.output.destinations import Destinations, OnFailure, Sender
 from frameqc.runtime.output.formats import check_appendable
 from frameqc.runtime.output.record import tcp_reply
+from frameqc.runtime.serving.access import Peer, open_for
 from frameqc.runtime.serving.listeners import LocalServer, TCPServer
 from frameqc.runtime.serving.process import (
     ServedModel,
@@ -119,16 +121,19 @@ class ServerState:
                 "reloads": self.reloads, "endpoints": self.endpoints,
                 "sinks": [getattr(s, "health", dict)() for s in self.senders]}
 
-    def classify(self, classifier: Classifier, source: str | bytes, name: str) -> Result:
+    def classify(self, classifier: Classifier, source: str | bytes, name: str,
+                 peer: Peer | None = None) -> Result:
         """One frame, with at most as many frames decoding at once as there are CPUs.
 
-        Under ``--allow`` the file is opened here and checked on the open descriptor: what
-        is read is what was checked, whatever a client swaps in at the path meanwhile.
+        A path is opened here for a ``peer`` of another uid (only if it may read it, see
+        :mod:`~frameqc.runtime.serving.access`) and under ``--allow``, and checked on the
+        open descriptor: what is read is what was checked, whatever a client swaps in at
+        the path meanwhile.
         """
         with self.decoding:
-            if isinstance(source, str) and self.allow:
+            if isinstance(source, str) and (self.allow or not (peer is None or peer.trusted)):
                 try:
-                    source = open_regular(source, within=self.allow)
+                    source = open_for(source, peer, within=self.allow)
                 except FrameError as exc:
                     return Result(name, error=str(exc))
             return classifier.classify(source, name=name)
@@ -242,8 +247,9 @@ class LocalHandler(socketserver.StreamRequestHandler):
             raise UsageError("paths must be a list of absolute paths")
         served = svc.served  # this request's model, whatever a reload does meanwhile
         classifier = svc.classifier_for(served, request.get("bin"), request.get("threshold"))
+        peer = Peer.of(self.connection)  # who asks: it gets only frames it may read
         for path in paths:
-            result = svc.classify(classifier, path, path)
+            result = svc.classify(classifier, path, path, peer)
             rec = svc.note("unix", result, served)  # as a local run writes it, errors too
             self.reply({"record": rec, "timings": result.timings})
         self.reply({"end": True})

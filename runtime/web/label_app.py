@@ -4,14 +4,19 @@ What it serves, all behind the session token (``?token=`` once, then a cookie):
 
 - ``/``: the page (``static/label.html``, the token written into it for the POSTs);
 - ``/static/label.js``, ``/static/label.css``: the page's code, from the package;
-- ``/api/state?order=…``: frames, order, labels and counts (JSON);
+- ``/api/state?order=…[&since=VERSION]``: frames, order, labels and counts (JSON; with
+  ``since``, only the version when nothing changed);
 - ``/img/<index>/net`` and ``/img/<index>/view``: the cached pictures of frame ``index``;
-- ``POST /api/labels``: ``{"changes": [[index, label], …]}``, answered once on disk.
+- ``POST /api/labels``: ``{"changes": [[index, label, seen], …]}`` (``seen``: the label
+  the page showed on the frame), answered once on disk; 409 with the labels now when a
+  frame was labelled meanwhile by another page.
 
 Nothing else: no path ever comes from a request (frames are indices into the session's
 own list), no folder is listed. A POST must carry the token in an ``X-FrameQC-Token``
 header, which a page of another site cannot read nor send, so no cross-site request
-can label; the cookie is ``SameSite=Strict`` and ``HttpOnly`` besides.
+can label; the cookie is ``SameSite=Strict`` and ``HttpOnly`` besides. Cookies ignore
+ports, so a page on another port of the host would send it: no page may frame this one
+(``X-Frame-Options``, CSP ``frame-ancestors``), and it runs only its own scripts (CSP).
 """
 
 from __future__ import annotations
@@ -31,9 +36,16 @@ from starlette.routing import Route
 
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.web.labelling import ORDERS, Session
+from frameqc.runtime.web.labels import Conflict, NotSaved
 
 STATIC = ("label.js", "label.css")
 TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
+#: The page's own scripts, styles, pictures and API, nothing else; framed by nobody.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+SECURITY = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"), ("X-Frame-Options", "DENY"),
+            ("Content-Security-Policy", CSP))
 
 
 def _static(name: str) -> str:
@@ -58,27 +70,36 @@ class TokenGate:
             return
         request = Request(scope)
         by_query = self._ok(request.query_params.get("token"))
+        by_cookie = self._ok(request.cookies.get(self.cookie))
         if scope["method"] == "POST":
             allowed = self._ok(request.headers.get("x-frameqc-token"))
         else:
-            allowed = by_query or self._ok(request.cookies.get(self.cookie))
-        if not allowed:
-            await Response("403 forbidden: open the URL with its ?token= that 'frameqc label' "
-                           "printed\n", 403, media_type="text/plain")(scope, receive, send)
-            return
+            allowed = by_query or by_cookie
 
         async def send_with_headers(message: dict) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                headers.append("Cache-Control", "no-store")
-                headers.append("X-Content-Type-Options", "nosniff")
-                headers.append("Referrer-Policy", "no-referrer")
-                if by_query:
+                for name, value in SECURITY:
+                    headers.append(name, value)
+                if by_query and allowed:
                     headers.append("Set-Cookie", f"{self.cookie}={self.token}; HttpOnly; "
                                                  "SameSite=Strict; Path=/")
             await send(message)
 
+        if not allowed:
+            await Response(self._refusal(scope["method"], by_query or by_cookie), 403,
+                           media_type="text/plain")(scope, receive, send_with_headers)
+            return
         await self.app(scope, receive, send_with_headers)
+
+    @staticmethod
+    def _refusal(method: str, has_token: bool) -> str:
+        """What a 403 says is missing."""
+        if method == "POST" and has_token:
+            return ("403 forbidden: a label is taken only with the session token in the "
+                    "X-FrameQC-Token header (the page sends it); this request had the token "
+                    "in its cookie or URL, not in that header\n")
+        return "403 forbidden: open the URL with its ?token= that 'frameqc label' printed\n"
 
 
 def make_app(session: Session, token: str, order: str, cookie: str) -> Starlette:
@@ -99,7 +120,10 @@ def make_app(session: Session, token: str, order: str, cookie: str) -> Starlette
         how = request.query_params.get("order", order)
         if how not in ORDERS:
             return JSONResponse({"error": f"unknown order {how!r}"}, 400)
-        return JSONResponse(session.state(how))
+        since = request.query_params.get("since", "")
+        if since and not since.lstrip("-").isdigit():
+            return JSONResponse({"error": "since must be a version number"}, 400)
+        return JSONResponse(session.state(how, int(since) if since else None))
 
     def picture(request: Request) -> Response:
         kind = request.path_params["kind"]
@@ -117,16 +141,21 @@ def make_app(session: Session, token: str, order: str, cookie: str) -> Starlette
     async def labels(request: Request) -> Response:
         try:
             body = json.loads(await request.body())
-            changes = [(int(i), label) for i, label in body["changes"]]
+            changes = [(int(i), label, seen) for i, label, seen in body["changes"]]
         except (ValueError, KeyError, TypeError):
-            return JSONResponse({"error": "expected {\"changes\": [[index, label], ...]}"},
-                                400)
+            return JSONResponse({"error": "expected {\"changes\": [[index, label, label "
+                                          "the page showed], ...]}"}, 400)
         from starlette.concurrency import run_in_threadpool
 
         try:
-            return JSONResponse(await run_in_threadpool(session.set_labels, changes))
+            return JSONResponse(await run_in_threadpool(
+                session.set_labels, [c[:2] for c in changes], [c[2] for c in changes]))
         except UsageError as exc:
             return JSONResponse({"error": str(exc)}, 400)
+        except Conflict as exc:
+            return JSONResponse({"error": str(exc), "given": exc.given}, 409)
+        except NotSaved as exc:
+            return JSONResponse({"error": str(exc)}, 507)
 
     routes = [Route("/", index), Route("/static/{name}", static),
               Route("/api/state", state), Route("/img/{index:int}/{kind}", picture),
@@ -154,12 +183,22 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def run_server(app: Starlette, sock: socket.socket) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn's own handling), then close the socket."""
+    """Serve until SIGINT/SIGTERM (uvicorn's own handling), then close the socket and return.
+
+    uvicorn raises the signal that stopped it again once it is done, to the handlers it
+    found: these do nothing, so the command can still say what was saved.
+    """
+    import signal
+
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                            lifespan="off"))
+    stops = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.signal(sig, lambda *_: None) for sig in stops}
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

@@ -11,9 +11,10 @@ apart from the pages:
   :meth:`~frameqc.runtime.model.recipes.Prepared.preview`, and a larger stretched view)
   go to a cache beside the output, keyed by the file's path, size and mtime and the
   model's id: a restart on the same ``-o`` is instant.
-- **Labels** go to an append-only journal (JSON lines) and to ``labels.csv``, both flushed
-  and fsynced before :meth:`Session.set_labels` returns: what the page shows as saved is
-  on disk. On start the journal is replayed, so a restart resumes where it stopped.
+- **Labels** are kept by a :class:`~frameqc.runtime.web.labels.LabelBook`: an append-only
+  journal and ``labels.csv``, both on disk before :meth:`Session.set_labels` returns,
+  the operator's own rows kept, a change over a label its page never saw refused. On
+  start the journal is replayed, so a restart resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import json
 import os
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from frameqc.runtime.errors import FrameError, UsageError
-from frameqc.runtime.util.files import fsync_path
+from frameqc.runtime.util.files import write_atomic
+from frameqc.runtime.web.labels import EXCLUDED, LabelBook, read_journal, readable
 
-#: The journal's label for a frame set aside as fitting no label (never written to the CSV).
-EXCLUDED = "(excluded)"
 ORDERS = ("uncertain", "alerts", "time", "random")
 #: The longest side of the stretched view of a FITS frame, in pixels.
 VIEW_SIZE = 768
@@ -59,8 +58,8 @@ def cache_key(path: str, model_id: str, precision: str) -> str:
         stamp = f"{st.st_size}:{st.st_mtime_ns}"
     except OSError:
         stamp = "missing"
-    return hashlib.sha1(f"{os.path.abspath(path)}\0{stamp}\0{model_id}\0{precision}".encode()
-                        ).hexdigest()
+    key = f"{os.path.abspath(path)}\0{stamp}\0{model_id}\0{precision}"
+    return hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def stretched_view(frame: Any) -> Any:
@@ -129,19 +128,16 @@ class Session:
                  alerts: Sequence[str], threshold: float, model_id: str, precision: str,
                  user: str) -> None:
         self.paths = paths
-        self.abspaths = [os.path.abspath(p) for p in paths]
         self.output = output
-        self.journal_path = output.with_name(output.name + ".journal.jsonl")
         self.cache_dir = output.with_name(output.name + ".cache")
         self.labels, self.alerts, self.threshold = tuple(labels), tuple(alerts), threshold
         self.model_id, self.precision, self.user = model_id, precision, user
         self.entries: dict[int, Entry] = {}
-        self.given: dict[int, str] = {}  # index -> label or EXCLUDED
         self.done = False  # every frame classified
         self.lock = threading.Lock()
-        self.write_lock = threading.Lock()
         self.version = 0  # bumped on every change the page should fetch
         self._check_output()
+        self.book = LabelBook(paths, output, self.cache_dir / "labels.lock", user)
         self.keys = [cache_key(p, model_id, precision) for p in paths]
         self._resume()
 
@@ -160,27 +156,10 @@ class Session:
                              ) from None
 
     def _resume(self) -> None:
-        """Labels from the journal (else from an existing labels.csv), results from the cache."""
-        index = {p: i for i, p in enumerate(self.abspaths)}
+        """Labels from labels.csv and the journal; results from the cache."""
         cached = self.cache_dir / "results.jsonl"
-        for path in (self.journal_path, cached):
-            _heal(path)
-        if self.journal_path.exists():
-            for entry in read_journal(self.journal_path):
-                i = index.get(os.path.abspath(entry.get("path", "")))
-                if i is not None:
-                    label = entry.get("label")
-                    if label is None:
-                        self.given.pop(i, None)
-                    else:
-                        self.given[i] = label
-            self._write_csv()  # a kill between the journal and the CSV loses nothing
-        elif self.output.exists():
-            from frameqc.runtime.lifecycle.labelled import LabelledSet
-
-            for path, label in LabelledSet.load(self.output).items:
-                if path in index:
-                    self.given[index[path]] = label
+        _heal(cached)
+        self.book.resume()
         if cached.exists():
             wanted = {k: i for i, k in enumerate(self.keys)}
             for entry in read_journal(cached):
@@ -249,9 +228,7 @@ class Session:
             yield path, frame
 
     def _save(self, name: str, data: bytes) -> str:
-        tmp = self.cache_dir / (name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, self.cache_dir / name)
+        write_atomic(self.cache_dir / name, data)
         return name
 
     def picture(self, index: int, kind: str) -> Path | None:
@@ -287,32 +264,46 @@ class Session:
             raise UsageError(f"unknown order {how!r}; known: {', '.join(ORDERS)}")
         return [i for i, _ in ok] + bad
 
-    def state(self, how: str) -> dict[str, Any]:
-        """Everything the page needs but pictures: frames, order, labels, counts."""
+    def state(self, how: str, since: int | None = None) -> dict[str, Any]:
+        """Everything the page needs but pictures: frames, order, labels, counts.
+
+        With ``since`` (the version the page holds) and nothing changed since, only the
+        version: a page keeps asking, to see what other pages change, at no cost.
+        """
+        if since == self.version:
+            return {"version": since, "unchanged": True}
         order = self.order(how)
+        given = self.book.snapshot()
         with self.lock:
             frames = {}
             for i, e in self.entries.items():
                 rec = e.record
-                frames[i] = {"name": self.paths[i], "facts": e.facts, "error": rec.get("error"),
+                error = rec.get("error")
+                frames[i] = {"name": readable(self.paths[i]), "facts": e.facts,
+                             "error": None if error is None else readable(error),
                              "label": rec.get("label"), "p": rec.get("probability"),
                              "probs": rec.get("probabilities"), "doubtful": rec.get("doubtful"),
-                             "given": self.given.get(i), "view": e.view is not None}
+                             "given": given.get(i), "view": e.view is not None}
             counts = {"total": len(self.paths), "classified": len(self.entries),
                       "errors": sum(1 for e in self.entries.values() if "error" in e.record),
-                      "labelled": sum(1 for v in self.given.values() if v != EXCLUDED),
-                      "excluded": sum(1 for v in self.given.values() if v == EXCLUDED)}
+                      "labelled": sum(1 for v in given.values() if v != EXCLUDED),
+                      "excluded": sum(1 for v in given.values() if v == EXCLUDED)}
             return {"version": self.version, "done": self.done, "order": order,
                     "frames": frames, "counts": counts, "labels": self.labels,
                     "alerts": self.alerts, "user": self.user}
 
     # -- labels -----------------------------------------------------------------------
 
-    def set_labels(self, changes: list[tuple[int, str | None]]) -> dict[str, Any]:
-        """Give frames labels (a label, EXCLUDED, or None to clear), durably, in order.
+    def set_labels(self, changes: Sequence[tuple[int, str | None]],
+                   seen: Sequence[str | None] | None = None) -> dict[str, Any]:
+        """Give frames labels (a label, EXCLUDED, or None to clear): see
+        :meth:`~frameqc.runtime.web.labels.LabelBook.apply` (``seen``, and what it raises).
 
-        The journal lines are written and fsynced, then ``labels.csv`` is replaced
-        (written, fsynced, renamed): when this returns, both are on disk.
+        Raises
+        ------
+        UsageError
+            An unknown frame or label, a frame named twice, or a seen list that does not
+            match the changes.
         """
         for i, label in changes:
             if not isinstance(i, int) or not 0 <= i < len(self.paths):
@@ -322,35 +313,21 @@ class Session:
             entry = self.entries.get(i)
             if label not in (None, EXCLUDED) and (entry is None or "error" in entry.record):
                 raise UsageError(f"frame {i} has no decision to correct: exclude it instead")
-        with self.write_lock:
-            now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-            lines = []
-            for i, label in changes:
-                rec = self.entries[i].record if i in self.entries else {}
-                lines.append(json.dumps({"time": now, "user": self.user,
-                                         "path": self.abspaths[i], "label": label,
-                                         "previous": self.given.get(i),
-                                         "model_label": rec.get("label"),
-                                         "model_probability": rec.get("probability")}))
-            with open(self.journal_path, "a") as fh:
-                fh.write("".join(line + "\n" for line in lines))
-                fh.flush()
-                os.fsync(fh.fileno())
+        if len({i for i, _ in changes}) != len(changes):
+            raise UsageError("a frame is named twice in one change")
+        if seen is not None and len(seen) != len(changes):
+            raise UsageError("one seen label is needed for each change")
+        records = {i: self.entries[i].record for i, _ in changes if i in self.entries}
+        try:
+            self.book.apply(changes, seen, records)
+        finally:  # refused or not, the pages look again
             with self.lock:
-                for i, label in changes:
-                    if label is None:
-                        self.given.pop(i, None)
-                    else:
-                        self.given[i] = label
                 self.version += 1
-            self._write_csv()
         return {"saved": len(changes), "version": self.version}
 
-
-    def _write_csv(self) -> None:
-        with self.lock:
-            rows = sorted((self.abspaths[i], v) for i, v in self.given.items() if v != EXCLUDED)
-        write_csv(self.output, rows)
+    def summary(self) -> str:
+        """What a stop says: the changes saved, the counts, what labels.csv holds."""
+        return self.book.summary()
 
 
 def _heal(path: Path) -> None:
@@ -363,28 +340,3 @@ def _heal(path: Path) -> None:
         pass
 
 
-def write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
-    """``path,label`` rows, replacing ``path`` atomically and durably."""
-    import csv
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label"])
-        writer.writerows(rows)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
-
-
-def read_journal(path: Path) -> Iterator[dict[str, Any]]:
-    """The JSON lines of a journal or cache; a line torn by a kill is passed over."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict):
-                yield entry

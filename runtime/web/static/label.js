@@ -1,5 +1,9 @@
 // frameqc label: the page. Plain JS, no build step. The server owns every label:
 // a label shows as saved only once the server has answered (it answers once on disk).
+// Saves go to the server one after another, in the order given; each says which label
+// this page showed on the frame, so a label given meanwhile elsewhere (another tab,
+// another person) is refused and shown, never overwritten. Runs under a CSP that allows
+// only this file: no inline script or style (sizes are set through element.style).
 "use strict";
 
 const TOKEN = document.querySelector('meta[name="frameqc-token"]').content;
@@ -12,28 +16,42 @@ let order = document.querySelector('meta[name="frameqc-order"]').content;
 let current = null;      // the frame shown (an index into the server's list)
 let mode = "single";
 let keys = {};           // key -> label
-const undoStack = [];    // each: [[index, previous label], ...]
+const undoStack = [];    // each: [[index, previous label], ...], pushed when given
 let gridLabel = null;
 let gridCursor = 0;
 const marked = new Set();
-let pending = 0;
+let pending = 0;         // saves given and not yet answered
+let queue = Promise.resolve();  // the saves, one after another
+let saves = 0;           // saves given so far: a state asked for before one is stale
 
 async function api(path, body) {
   const opts = body === undefined ? {} : {
     method: "POST", body: JSON.stringify(body),
     headers: {"Content-Type": "application/json", "X-FrameQC-Token": TOKEN}};
   const r = await fetch(path, opts);
-  const data = await r.json();
-  if (!r.ok) throw new Error(data.error || r.statusText);
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    const e = new Error(data.error || `${r.status} ${r.statusText}`);
+    e.given = data.given || {};
+    throw e;
+  }
   return data;
 }
 
-async function refresh() {
-  S = await api(`/api/state?order=${order}`);
+// The state, when it changed (another page's labels included); `full`: whatever it is.
+async function refresh(full) {
+  const since = S && !full ? `&since=${S.version}` : "";
+  const asked = saves;
+  const fresh = await api(`/api/state?order=${order}${since}`);
+  if (fresh.unchanged || (!full && (pending || saves !== asked))) return;  // own saves first
+  S = fresh;
   if (current === null || !(current in S.frames)) current = nextOpen(-1);
   setupKeys();
   render();
-  if (!S.done) setTimeout(refresh, 1500);
+}
+
+function poll() {
+  refresh().catch(() => {}).finally(() => setTimeout(poll, S && S.done ? 2000 : 1500));
 }
 
 function setupKeys() {
@@ -135,8 +153,11 @@ function renderSingle() {
     $("decision").innerHTML = `<span class="${alert ? "alert" : "ok"}">${esc(f.label)}</span> ` +
       `${(100 * f.p).toFixed(1)} %` + (f.doubtful ? ` <span class="doubt">doubtful</span>` : "");
     $("probs").innerHTML = S.labels.map((l) =>
-      `<div class="prob"><span>${esc(l)}</span><div class="pbar"><div style="width:${(100 * f.probs[l]).toFixed(1)}%"` +
+      `<div class="prob"><span>${esc(l)}</span><div class="pbar"><div` +
       ` class="${S.alerts.includes(l) ? "alert" : "ok"}"></div></div><span>${f.probs[l].toFixed(3)}</span></div>`).join("");
+    $("probs").querySelectorAll(".pbar div").forEach((bar, k) => {
+      bar.style.width = `${(100 * f.probs[S.labels[k]]).toFixed(1)}%`;
+    });
   }
   const facts = Object.entries(f.facts);
   $("facts").innerHTML = facts.length ? facts.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("")
@@ -159,20 +180,36 @@ function prefetch(k) {
   }
 }
 
-async function save(changes, note) {
+// Give labels now (the page moves on at once), saved in the order given. Its undo entry
+// is pushed now too, so an undo pressed before the server answered undoes this save.
+function save(changes, note, undoable = true) {
   const before = changes.map(([i]) => [i, S.frames[i].given]);
+  const sent = changes.map(([i, label]) => [i, label, S.frames[i].given]);
+  for (const [i, label] of changes) S.frames[i].given = label;
+  if (undoable) undoStack.push(before);
+  recount();
   pending++;
+  saves++;
   $("saved").className = "saved busy";
   $("saved").textContent = "saving…";
+  queue = queue.then(() => send(sent, before, note, undoable));
+}
+
+async function send(changes, before, note, undoable) {
   try {
-    await api("/api/labels", {changes});
-    for (const [i, label] of changes) S.frames[i].given = label;
-    undoStack.push(before);
-    recount();
+    const r = await api("/api/labels", {changes});
+    if (r.version === S.version + 1) S.version = r.version;  // else another page saved too
     $("saved").className = "saved ok";
     $("saved").textContent = `saved: ${note}`;
   } catch (e) {
-    for (const [i, label] of before) S.frames[i].given = label;
+    // not saved: the frames show the server's labels (another page's, on a conflict)
+    const k = undoStack.indexOf(before);
+    if (undoable && k >= 0) undoStack.splice(k, 1);
+    const now = e.given || {};  // none when the server was not reached at all
+    for (const [i, label] of before) S.frames[i].given = i in now ? now[i] : label;
+    recount();
+    S.version = -1;  // the next look at the server takes the whole state
+    if (mode === "single") current = changes[0][0];
     $("saved").className = "saved bad";
     $("saved").textContent = `NOT saved: ${e.message}`;
   } finally {
@@ -193,17 +230,16 @@ function give(label) {
   if (f.error && label !== EXCLUDED) return;
   const i = current;
   save([[i, label]], `${f.name.split("/").pop()} → ${label}`);
-  S.frames[i].given = label;  // so the next open frame skips it; the server's answer confirms
   current = nextOpen(i);
   render();
 }
 
-async function undo() {
+function undo() {
   const last = undoStack.pop();
   if (!last) return;
-  await save(last, `undone (${last.length} frame${last.length > 1 ? "s" : ""})`);
-  undoStack.pop();  // undoing is not itself undone
-  if (mode === "single") { current = last[0][0]; render(); }
+  save(last, `undone (${last.length} frame${last.length > 1 ? "s" : ""})`, false);
+  if (mode === "single") current = last[0][0];
+  render();
 }
 
 // -- the grid ------------------------------------------------------------------------
@@ -261,7 +297,6 @@ function acceptPage() {
   marked.clear();
   gridCursor = 0;
   save(changes, `${changes.length} frames (${wrong} corrected)`);
-  for (const [i, l] of changes) S.frames[i].given = l;
   render();
 }
 
@@ -309,7 +344,7 @@ $("help-button").onclick = () => showHelp(true);
 $("help-close").onclick = () => showHelp(false);
 $("tab-frame").onclick = () => { mode = "single"; render(); };
 $("tab-grid").onclick = () => { mode = "grid"; render(); };
-$("order").onchange = async (e) => { order = e.target.value; current = null; await refresh(); e.target.blur(); };
+$("order").onchange = async (e) => { order = e.target.value; current = null; await refresh(true); e.target.blur(); };
 function look() {
   $("view").style.filter = `contrast(${$("contrast").value}) brightness(${$("brightness").value})`;
 }
@@ -326,4 +361,5 @@ $("single").addEventListener("touchend", (e) => {
 });
 window.addEventListener("beforeunload", (e) => { if (pending) e.preventDefault(); });
 
-refresh().catch((e) => { $("counts").textContent = `cannot reach the server: ${e.message}`; });
+refresh(true).then(() => setTimeout(poll, 1500),
+  (e) => { $("counts").textContent = `cannot reach the server: ${e.message}`; });
