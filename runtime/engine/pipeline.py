@@ -20,6 +20,9 @@ from frameqc.runtime.errors import FrameError, FrameQCError
 from frameqc.runtime.model import import_onnxruntime
 from frameqc.runtime.model.card import Binning, ModelCard, parse_binning
 from frameqc.runtime.model.decision import Decision, check_threshold, decide
+from frameqc.runtime.model.engines import resolve_engine
+from frameqc.runtime.model.engines.choice import pick
+from frameqc.runtime.model.engines.openvino import import_openvino
 from frameqc.runtime.model.peek import read_card
 from frameqc.runtime.model.recipes import Prepared, Recipe, make_recipe
 from frameqc.runtime.model.session import Model
@@ -36,6 +39,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     prepared: Prepared | None = field(default=None, repr=False)
     date_obs: str | None = None  # the frame's DATE-OBS, when its header has one
+    engine: str | None = None  # the engine that computed the probabilities
 
     @property
     def seconds(self) -> float:
@@ -95,13 +99,16 @@ class Classifier:
         The card is read from the file first, and the session is built in a thread while
         the first frames are read and prepared (onnxruntime releases the GIL while it
         builds): a cold one-shot pays for the longer of the two, not their sum.
-        onnxruntime is imported before the thread starts: modules imported from two
-        threads at once can fail half-initialised.
+        The engines that may run it are imported before the thread starts (modules
+        imported from two threads at once can fail half-initialised), and a model no
+        engine here can run is said before any frame is read.
         """
         card = read_card(os.path.realpath(path)) if os.path.isfile(path) else None
         if card is None:  # Model says what is wrong with the file
             return cls(Model(path, threads), binning, threshold)
         import_onnxruntime()
+        if "openvino" in pick(card, resolve_engine()):
+            import_openvino()
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frameqc-session")
         loading = pool.submit(Model, path, threads)
@@ -145,6 +152,7 @@ class Classifier:
             for r, p in zip(ready, probs, strict=True):
                 r.decision = decide(p, card.labels, card.alerts, self.threshold, card.margin)
                 r.timings["infer"] = each
+                r.engine = self.model.engine
         return results
 
     def run(self, sources: Iterable[Source | tuple[str, Source]], batch_size: int = 8

@@ -106,6 +106,7 @@ class Service:
         served = self.served
         return {"version": __version__, "pid": os.getpid(), "model": served.identity,
                 "model_id": served.card.model_id, "card": asdict(served.card),
+                "engine": served.model.engine,
                 "uptime": round(time.time() - self.started, 1),
                 "requests": self.requests, "frames": self.frames, "errors": self.errors,
                 "reloads": self.reloads, "endpoints": self.endpoints,
