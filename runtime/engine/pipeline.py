@@ -20,8 +20,9 @@ from frameqc.runtime.errors import FrameError, FrameQCError
 from frameqc.runtime.model import import_onnxruntime
 from frameqc.runtime.model.card import Binning, ModelCard, parse_binning
 from frameqc.runtime.model.decision import Decision, check_threshold, decide
-from frameqc.runtime.model.engines import resolve_engine
+from frameqc.runtime.model.engines import AUTO, refusal, resolve_engine
 from frameqc.runtime.model.engines.choice import pick
+from frameqc.runtime.model.engines.cpuflags import cpu_flags
 from frameqc.runtime.model.engines.openvino import import_openvino
 from frameqc.runtime.model.peek import read_card
 from frameqc.runtime.model.recipes import Prepared, Recipe, make_recipe
@@ -93,7 +94,8 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int | None = None,
-             binning: Binning | None = None, threshold: float | None = None) -> Classifier:
+             binning: Binning | None = None, threshold: float | None = None,
+             cold: bool = False) -> Classifier:
         """Load an exported model (``.onnx`` beside its ``.onnx.data``) and its card.
 
         The card is read from the file first, and the session is built in a thread while
@@ -102,16 +104,24 @@ class Classifier:
         The engines that may run it are imported before the thread starts (modules
         imported from two threads at once can fail half-initialised), and a model no
         engine here can run is said before any frame is read.
+
+        ``cold``: this process decides one frame and ends (a one-shot). Unless an engine
+        is pinned, it then runs on onnxruntime wherever that may run the model: OpenVINO's
+        import and first-inference compile cost a cold one-shot more than its faster
+        inference saves (bench/run.py measures both). Its records say so.
         """
         card = read_card(os.path.realpath(path)) if os.path.isfile(path) else None
         if card is None:  # Model says what is wrong with the file
             return cls(Model(path, threads), binning, threshold)
         import_onnxruntime()
-        if "openvino" in pick(card, resolve_engine()):
+        engine = resolve_engine()
+        if cold and engine == AUTO and refusal("onnxruntime", card, cpu_flags()) is None:
+            engine = "onnxruntime"
+        if "openvino" in pick(card, engine):
             import_openvino()
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frameqc-session")
-        loading = pool.submit(Model, path, threads)
+        loading = pool.submit(Model, path, threads, engine)
         pool.shutdown(wait=False)
         return cls(loading, binning, threshold, card)
 

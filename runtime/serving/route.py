@@ -86,7 +86,7 @@ class Route:
         from frameqc.runtime.output.record import record
 
         classifier = Classifier.load(resolve_model_path(self.model), self.threads,
-                                     self.binning, self.threshold)
+                                     self.binning, self.threshold, cold=len(paths) == 1)
         card = classifier.card
         self.labels = card.labels
         for result in classifier.run((p, p) for p in paths):
