@@ -163,7 +163,8 @@ class Service:
             with self._lock:
                 self.reloads += 1
             self._say(f"{why}; now serving {served.model.path} "
-                      f"({', '.join(served.card.labels)}; {served.card.precision})")
+                      f"({', '.join(served.card.labels)}; {served.card.precision} on "
+                      f"{served.model.engine})")
         finally:
             self._loading.release()
 
@@ -393,7 +394,8 @@ def serve(model_path: str | os.PathLike, socket_path: Path, tcp: str | None = No
                              daemon=True).start()
         model = service.served.model
         err.write(f"frameqc serve: {model.path} ({', '.join(model.card.labels)}; "
-                  f"{model.card.precision}) on {', '.join(service.endpoints)}; "
+                  f"{model.card.precision} on {model.engine}) on "
+                  f"{', '.join(service.endpoints)}; "
                   f"pid {os.getpid()}\n")
         err.flush()
         try:
