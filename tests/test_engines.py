@@ -278,3 +278,26 @@ def test_export_bf16_where_it_cannot_be_checked(why, tmp_path, monkeypatch):
     assert (code, out) == (2, "") and err.count("\n") == 1
     assert err.startswith("frameqc: --bf16 is measured with ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pt"]
+
+
+def test_a_server_answers_clients_of_its_engine_only(runtime_model, fits_dir, tmp_path,
+                                                     monkeypatch):
+    """The route matches the model file as before; a client pinned to another engine
+    than the server's would get other digits, so it is not answered by it."""
+    from serving import Server
+
+    frame = str(fits_dir / "prebinned_227.fits")
+    sock = tmp_path / "s.sock"
+    with Server(runtime_model["fp32"], sock, "--engine", "openvino") as server:
+        assert server.status()["engine"] == "openvino"
+        monkeypatch.delenv("FRAMEQC_ENGINE")
+        code, out, err = run_cli("classify", "--model", str(runtime_model["fp32"]),
+                                 "--socket", str(sock), "--format", "json", frame)
+        assert code == 0 and json.loads(out)["engine"] == "openvino", err
+        assert server.status()["frames"] == 1
+        code, out, err = run_cli("classify", "--model", str(runtime_model["fp32"]),
+                                 "--socket", str(sock), "--engine", "onnxruntime", frame)
+        assert (code, out) == (2, "")
+        assert err == (f"frameqc: the server on {sock} runs openvino, not the onnxruntime "
+                       "engine asked for\n")
+        assert server.status()["frames"] == 1
