@@ -301,3 +301,20 @@ def test_a_server_answers_clients_of_its_engine_only(runtime_model, fits_dir, tm
         assert err == (f"frameqc: the server on {sock} runs openvino, not the onnxruntime "
                        "engine asked for\n")
         assert server.status()["frames"] == 1
+
+
+def test_processes_starting_together_measure_once_and_agree(runtime_model, auto):
+    """The archive's workers start together: one measures, the others read its verdict
+    (measuring under each other's load, they chose different engines)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from frameqc.runtime.model.session import Model; "
+            "print(Model(sys.argv[1], threads=1).engine)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(runtime_model["fp32"])],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ}) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    assert len({o.strip() for o, _ in outs}) == 1
+    assert sum(e.count("measured the engines") for _, e in outs) == 1

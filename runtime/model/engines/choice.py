@@ -14,12 +14,13 @@ alone; only then does :meth:`Model.predict` run batches whole.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,6 +112,26 @@ def remember(material: str, engine: str, timing: Timing) -> None:
         write_atomic(path, json.dumps(store, indent=1) + "\n")
     except OSError:
         pass
+
+
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """One measuring process at a time on this machine (the archive's workers start
+    together): the others wait, then read its verdict instead of measuring under its load
+    and choosing otherwise. Where the cache folder cannot be written, no lock is taken."""
+    import fcntl
+
+    try:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        fd = os.open(cache_dir() / (STORE + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def measure(run: Callable[[np.ndarray], np.ndarray], size: int) -> Timing:
