@@ -332,6 +332,7 @@ def bench(args: argparse.Namespace) -> dict:
     model = Path(args.model) if args.model else work / "model.onnx"
     os.environ["FRAMEQC_CACHE"] = str(work / "cache")  # graphs and engine choices, for all
     os.environ.pop("FRAMEQC_ENGINE", None)  # every engine choice is frameqc's own (auto)
+    (work / "cache" / "engines.json").unlink(missing_ok=True)  # made in this run, by it
     make_models(model, weights)
     files = model_files(model)
     frames = make_frames(work / "frames", args.frames)
