@@ -79,11 +79,11 @@ class Verdict:
             judged = (f"no frame is away from the threshold, so {self.precision} was judged "
                       f"by its probabilities alone (max |dp| {self.max_dp:.4f} "
                       f"{'<=' if self.max_dp <= self.margin else '>'} {self.margin:g})")
-        return (f"{self.precision} ({self.engine}) vs fp32, held-out: n={self.n}, {judged}; "
+        return (f"{self.precision} vs fp32, held-out: n={self.n}, {judged}; "
                 f"{self.near} within +-{self.margin:g} of the threshold ({self.near_flips} "
                 f"flipped); |dp| mean {self.mean_dp:.4f}, max {self.max_dp:.4f} (frame "
                 f"{self.worst}: fp32 {_fmt(self.worst_fp32)} -> {self.precision} "
-                f"{_fmt(self.worst_int8)})")
+                f"{_fmt(self.worst_int8)}); on {self.engine}")
 
     def record(self) -> dict:
         """What the reduced model's card keeps, for ``frameqc info``."""
@@ -131,9 +131,9 @@ def refusal(verdict: Verdict, min_agreement: float, fp32: Path) -> ExportError:
            f"every held-out frame is within +-{verdict.margin:g} of the threshold and "
            f"{verdict.precision} moves a probability by {verdict.max_dp:.3f}")
     return ExportError(
-        f"{verdict.precision} refused ({verdict.engine}): {why}; the fp32 model {fp32.name} "
-        "is kept. Give --calibration DIR with a few dozen real frames, or decide with "
-        "--min-agreement/--margin")
+        f"{verdict.precision} refused: {why}, on {verdict.engine}; the fp32 model "
+        f"{fp32.name} is kept. Give --calibration DIR with a few dozen real frames, or "
+        "decide with --min-agreement/--margin")
 
 
 def gated_card(card: ModelCard, precision: str, verdicts: dict[str, Verdict], primary: str,
