@@ -34,9 +34,22 @@ def run(args: argparse.Namespace) -> int:
         from frameqc.runtime.model.session import Model
 
         card = Model(args.model, threads=1, engine="onnxruntime").card
+    _check_weights(args.model)
     print(json.dumps(asdict(card), indent=2) if args.json
           else card.describe() + "\n\n" + card.advice() + "\n\n" + engines_here(card))
     return EXIT_OK
+
+
+def _check_weights(model: str) -> None:
+    """A model whose weights file is missing is said so, though its card could be read
+    (no session is built here: a bf16 model's card is printed on any CPU)."""
+    from frameqc.runtime.errors import ModelError
+    from frameqc.runtime.model.install import weights_file
+
+    data = weights_file(model)
+    if data is not None and not data.is_file():
+        raise ModelError(f"{model}: its weights file {data.name} is missing (keep the .data "
+                         "file exported with it beside it)")
 
 
 def engines_here(card) -> str:
