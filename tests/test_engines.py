@@ -38,12 +38,18 @@ INT8_BOTH = BASE.with_(precision="int8", quantization={"engines": {"onnxruntime"
 BF16 = BASE.with_(precision="bf16", quantization={"engines": {"openvino": {}}})
 
 
-@pytest.fixture()
-def auto(monkeypatch, tmp_path):
-    """Engines chosen as a user's process chooses them, measurements in a fresh cache."""
-    monkeypatch.delenv("FRAMEQC_ENGINE", raising=False)
+@pytest.fixture(autouse=True)
+def cache(monkeypatch, tmp_path):
+    """Every measurement these tests make goes to a cache folder of the test's own."""
     monkeypatch.setenv("FRAMEQC_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache" / "engines.json"
+
+
+@pytest.fixture()
+def auto(monkeypatch, cache):
+    """Engines chosen as a user's process chooses them, measurements in a fresh cache."""
+    monkeypatch.delenv("FRAMEQC_ENGINE", raising=False)
+    return cache
 
 
 # -- the choice follows the card and the CPU's flags (faked) ---------------------------------
