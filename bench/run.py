@@ -1,10 +1,13 @@
 """frameqc's benchmark: the upstream torch one-shot against frameqc, on the same frames.
 
-Measures, in one run on this machine: (a) the torch one-shot as the upstream classifier ran it, (b)
-frameqc cold one-shots (fp32, int8), (c) resident one-shots through ``frameqc serve``,
-(d) batch throughput over full-size frames, (e) the peak RSS of each, (f) the network's
-FLOP rate against this machine's sgemm, and the per-stage time of one full-size frame.
-Prints a table with the targets and writes everything as JSON.
+Measures, in one run on this machine: (i) inference alone, every model file (fp32, int8,
+and bf16 where this machine can check it) on every engine that may run it, (a) the torch
+one-shot as the upstream classifier ran it, (b) frameqc cold one-shots of each model file
+and their floors, (c) resident one-shots through ``frameqc serve`` of each, (d) batches of
+each over pre-binned and full-size frames, (e) the archive, the peak RSS of each, (f) the
+network's FLOP rate against this machine's sgemm and the per-stage time of one full-size
+frame. Prints one table and the targets, each a ratio of figures of the same run, and
+writes everything as JSON; ``--hold`` (CI) exits 1 when a held target is missed.
 
     python bench/run.py                       # makes its own weights, models and frames
     python bench/run.py --weights W.pt --model M.onnx --frames 100 --repeat 5
