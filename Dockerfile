@@ -5,9 +5,12 @@
 #   docker exec -i frameqc frameqc classify /data/incoming/FRAME.fits
 # The default command keeps the model loaded (frameqc serve), so each docker exec is
 # fast; classify still works on its own if the server is not up.
+# With OpenVINO (bf16 models, and the fastest engine on some CPUs; docs/performance.md):
+#   docker build --build-arg EXTRAS=openvino -t frameqc:openvino .
 ARG BASE_IMAGE=python:3.12-slim
 
 FROM ${BASE_IMAGE} AS build
+ARG EXTRAS=""
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY runtime runtime
@@ -16,10 +19,18 @@ COPY export export
 # imports them, and they are a fifth of the image. The libraries' own test suites go too
 # (astropy/tests stays: astropy imports it). Bytecode stays, checked against nothing (the
 # image never changes): without it every docker exec one-shot compiled numpy, onnxruntime
-# and frameqc from source, 0.18 s of a cold one-shot's 0.86 s here.
+# and frameqc from source, 0.18 s of a cold one-shot's 0.86 s here. With the openvino
+# extra, only its CPU plugin and ONNX reader are kept: its GPU and NPU plugins (and their
+# kernel cache) and its TensorFlow, PyTorch, Paddle, JAX and GGUF readers are 73 MB that
+# frameqc never loads.
 RUN python -m venv /opt/frameqc \
- && /opt/frameqc/bin/pip install --no-cache-dir --disable-pip-version-check . \
+ && /opt/frameqc/bin/pip install --no-cache-dir --disable-pip-version-check \
+        ".${EXTRAS:+[$EXTRAS]}" \
  && /opt/frameqc/bin/pip uninstall -y -q sympy mpmath \
+ && for lib in intel_gpu_plugin intel_npu_plugin tensorflow_frontend tensorflow_lite_frontend \
+        pytorch_frontend paddle_frontend jax_frontend gguf_frontend; do \
+        rm -f /opt/frameqc/lib/python3*/site-packages/openvino/libs/libopenvino_$lib*; done \
+ && rm -f /opt/frameqc/lib/python3*/site-packages/openvino/libs/cache.json \
  && /opt/frameqc/bin/pip uninstall -y -q pip \
  && find /opt/frameqc -type d -name tests -not -path "*/astropy/tests" -prune \
         -exec rm -rf {} + \

@@ -29,11 +29,14 @@ DESCRIPTION = """\
 Export a vgg16 transfer-learning state_dict (torch.save) to ONNX, with the model card
 (labels, alerts, threshold, preparation recipe, provenance) inside the model file.
 The export is validated against torch before it is kept; --int8 also writes
-OUT.int8.onnx, calibrated on frames prepared by the runtime's recipe."""
+OUT.int8.onnx, calibrated on frames prepared by the runtime's recipe; --bf16 writes
+OUT.bf16.onnx for OpenVINO's bf16 arithmetic (a CPU with AMX or AVX-512 bf16, and the
+openvino extra). Each is judged against fp32 and refused if its decisions move."""
 
 EPILOG = """\
 examples:
   frameqc export vgg16-transfer-touse2.pt --card models/touse2.toml -o touse2.onnx --int8
+  frameqc export vgg16-transfer-touse2.pt --card models/touse2.toml -o touse2.onnx --bf16
   frameqc export weights.pt --labels Wobble,OK --alert Wobble --threshold 0.6 \\
       --recipe rgb -o wobble.onnx"""
 
@@ -52,11 +55,14 @@ def _card_args(p: argparse.ArgumentParser) -> None:
 
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx")
+    p.add_argument("--bf16", action="store_true",
+                   help="also write OUT.bf16.onnx (OpenVINO's bf16; needs the openvino extra "
+                        "and a CPU with AMX or AVX-512 bf16)")
     p.add_argument("--atol", type=positive_float, default=1e-4,
                    help="largest |dp| allowed between ONNX and torch (default 1e-4)")
     p.add_argument("--min-agreement", type=probability, default=0.95, metavar="F",
-                   help="int8 is kept only if its decisions agree with fp32 on this share of "
-                        "held-out frames away from the threshold (default 0.95)")
+                   help="int8 and bf16 are kept only if their decisions agree with fp32 on "
+                        "this share of held-out frames away from the threshold (default 0.95)")
     p.add_argument("--margin", type=non_negative_float, default=0.05, metavar="P",
                    help="frames whose fp32 decision would move with probabilities moved by "
                         "P are set apart from that judgement (default 0.05)")
@@ -110,8 +116,17 @@ def _output(path: str) -> Path:
     return out
 
 
+def _need_bf16(args: argparse.Namespace) -> None:
+    """--bf16 where it cannot be measured is refused before anything is written."""
+    if args.bf16:
+        from frameqc.export.bf16 import check_can_bf16
+
+        check_can_bf16()
+
+
 def run_export(args: argparse.Namespace) -> int:
     _need_torch("export")
+    _need_bf16(args)
     from frameqc.export.calibration import directory_tensors, synthetic_tensors
     from frameqc.export.weights import load_weights
     from frameqc.runtime.model.recipes import make_recipe
@@ -123,26 +138,28 @@ def run_export(args: argparse.Namespace) -> int:
     if args.calibration:
         frames = directory_tensors(recipe, args.calibration)
     else:
-        if args.int8:
-            print("frameqc export: warning: no --calibration frames; calibrating int8 on "
-                  "synthetic frames", file=sys.stderr)
-        frames = synthetic_tensors(recipe, SYNTHETIC_FRAMES if args.int8 else 12)
+        if args.int8 or args.bf16:
+            print("frameqc export: warning: no --calibration frames; judging "
+                  f"{'int8' if args.int8 else 'bf16'} on synthetic frames", file=sys.stderr)
+        frames = synthetic_tensors(recipe, SYNTHETIC_FRAMES if args.int8 or args.bf16 else 12)
     export_weights(weights, card, out, frames, int8=args.int8, atol=args.atol,
-                   min_agreement=args.min_agreement, margin=args.margin)
+                   min_agreement=args.min_agreement, margin=args.margin, bf16=args.bf16)
     return 0
 
 
 def export_weights(weights, card: ModelCard, out: Path, frames: list, int8: bool = False,
-                   atol: float = 1e-4, min_agreement: float = 0.95, margin: float = 0.05
-                   ) -> None:
-    """Export checked ``weights`` with ``card`` to ``out`` (and its int8 twin); print a report.
+                   atol: float = 1e-4, min_agreement: float = 0.95, margin: float = 0.05,
+                   bf16: bool = False) -> None:
+    """Export checked ``weights`` with ``card`` to ``out`` (and its int8/bf16 twins); print
+    a report.
 
     ``frames`` are prepared tensors: up to VALIDATION_FRAMES of them check fp32 against
     torch; for int8, up to CALIBRATION_FRAMES (at most two thirds) calibrate and the rest
-    are held out to judge it.
+    are held out to judge it; bf16 (nothing to calibrate) is judged on the same held-out
+    frames.
     """
     from frameqc.export.network import Probabilities, build_vgg16
-    from frameqc.export.onnx_export import export_fp32, provenance, quantize_int8
+    from frameqc.export.onnx_export import export_fp32, make_bf16, provenance, quantize_int8
     from frameqc.runtime.model.recipes import make_recipe
 
     t0 = time.perf_counter()
@@ -165,19 +182,37 @@ def export_weights(weights, card: ModelCard, out: Path, frames: list, int8: bool
     if int8:
         t1 = time.perf_counter()
         path, verdict = quantize_int8(out, card, calibration, held_out, min_agreement, margin)
-        print(f"wrote {path} + .data ({_mib(path):.1f} MiB, int8, calibrated on "
-              f"{len(calibration)} frames, {time.perf_counter() - t1:.1f} s)")
-        print("  " + verdict.line())
-        if verdict.judged == 0:
-            print(f"frameqc export: warning: every held-out frame is within "
-                  f"+-{margin:g} of the threshold, so int8 was judged by its probabilities "
-                  f"alone (max |dp| {verdict.max_dp:.4f})", file=sys.stderr)
-        elif verdict.judged < 30:
-            print(f"frameqc export: warning: int8 judged on only {verdict.judged} frames; "
-                  "give more --calibration frames for a firmer verdict", file=sys.stderr)
+        _report(path, f"int8, calibrated on {len(calibration)} frames", t1, verdict, margin)
+    if bf16:
+        t1 = time.perf_counter()
+        path, verdict = make_bf16(out, card, held_out, min_agreement, margin)
+        _report(path, "bf16", t1, verdict, margin)
     print(f"labels: {', '.join(f'{i}={n}' for i, n in enumerate(card.labels))}; "
           f"alerts: {', '.join(card.alerts) or 'none'} (threshold {card.threshold}); "
           f"recipe: {card.recipe['name']}")
+
+
+def _report(path: Path, what: str, t1: float, verdict, margin: float) -> None:
+    """What a reduced model's gate found, every engine it judged (printed by export)."""
+    from frameqc.runtime.model.peek import read_card
+
+    print(f"wrote {path} + .data ({_mib(path):.1f} MiB, {what}, "
+          f"{time.perf_counter() - t1:.1f} s)")
+    print("  " + verdict.line())
+    card = read_card(path)
+    judged = card.quantization.get("engines", {}) if card else {}
+    for name, rec in judged.items():
+        if name != verdict.engine:
+            print(f"  on {name}: |dp| mean {rec['mean_abs_dp']:.4f}, max {rec['max_abs_dp']:.4f}"
+                  f", decisions agree on {rec['agreement']:.1%}")
+    p = verdict.precision
+    if verdict.judged == 0:
+        print(f"frameqc export: warning: every held-out frame is within +-{margin:g} of the "
+              f"threshold, so {p} was judged by its probabilities alone (max |dp| "
+              f"{verdict.max_dp:.4f})", file=sys.stderr)
+    elif verdict.judged < 30:
+        print(f"frameqc export: warning: {p} judged on only {verdict.judged} frames; give "
+              "more --calibration frames for a firmer verdict", file=sys.stderr)
 
 
 # -- train ------------------------------------------------------------------------------
@@ -237,8 +272,9 @@ def run_train(args: argparse.Namespace) -> int:
     card = resolve_card(args)
     out = _output(args.output)
     onnx_out = _output(args.export) if args.export else None
-    if args.int8 and not onnx_out:
-        raise UsageError("--int8 goes with --export NEW.onnx")
+    if (args.int8 or args.bf16) and not onnx_out:
+        raise UsageError(f"--{'int8' if args.int8 else 'bf16'} goes with --export NEW.onnx")
+    _need_bf16(args)
     data = LabelledSet.load(args.data, card.labels)
     val = LabelledSet.load(args.val, card.labels) if args.val else None
     cfg = Config(args.epochs, args.lr, args.batch_size, args.seed, args.tune)
@@ -246,7 +282,7 @@ def run_train(args: argparse.Namespace) -> int:
     if onnx_out:
         export_weights(load_weights(out), trained_card(card, record), onnx_out, frames,
                        int8=args.int8, atol=args.atol, min_agreement=args.min_agreement,
-                       margin=args.margin)
+                       margin=args.margin, bf16=args.bf16)
     return 0
 
 

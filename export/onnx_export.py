@@ -7,8 +7,6 @@ checked, compared with torch, and only then moved into place.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import time
 from dataclasses import dataclass
@@ -16,18 +14,23 @@ from pathlib import Path
 
 import numpy as np
 
-from frameqc.runtime.errors import FrameQCError
+from frameqc.export.gate import (
+    INPUT,
+    OUTPUT,
+    ExportError,
+    Verdict,
+    batched,
+    gated_card,
+    judge_engines,
+    refusal,
+    run_model,
+)
+from frameqc.export.gate import judge as judge_int8  # noqa: F401 -- the int8 rule's old name
+from frameqc.export.quantize import calibrate, int8_path
 from frameqc.runtime.model.card import ModelCard
-from frameqc.runtime.model.decision import decide, doubtful
 from frameqc.runtime.model.install import discard_stage, install_model, stage_model
-from frameqc.runtime.model.session import open_session
 
 OPSET = 17
-INPUT, OUTPUT = "image", "probabilities"
-
-
-class ExportError(FrameQCError):
-    """The exported graph failed a check; nothing was left at the output path."""
 
 
 @dataclass
@@ -56,17 +59,6 @@ def with_card(model, card: ModelCard):
         model.metadata_props.add(key=key, value=value)
     model.producer_name, model.producer_version = "frameqc", card.frameqc_version
     return model
-
-
-def run_onnx(path: Path, batches: list[np.ndarray]) -> np.ndarray:
-    """The model's outputs as the runtime computes them: its own session options."""
-    sess = open_session(path)
-    return np.concatenate([sess.run(None, {INPUT: b})[0] for b in batches])
-
-
-def batched(tensors: list[np.ndarray], size: int = 8) -> list[np.ndarray]:
-    return [np.stack(tensors[i: i + size]).astype(np.float32)
-            for i in range(0, len(tensors), size)]
 
 
 def export_fp32(module, card: ModelCard, out: Path, frames: list[np.ndarray],
@@ -101,7 +93,7 @@ def export_fp32(module, card: ModelCard, out: Path, frames: list[np.ndarray],
             batches = batched(tensors)
             with torch.no_grad():
                 ref = np.concatenate([module(torch.from_numpy(b)).numpy() for b in batches])
-            checks.append(compare(f"onnx vs torch, {name}", ref, run_onnx(staged, batches)))
+            checks.append(compare(f"onnx vs torch, {name}", ref, run_model(staged, batches)))
         worst = max(c.max_abs_dp for c in checks)
         if not worst <= atol:
             raise ExportError(f"ONNX and torch disagree: max|dp| {worst:.2e} > atol {atol:g}; "
@@ -114,155 +106,78 @@ def export_fp32(module, card: ModelCard, out: Path, frames: list[np.ndarray],
             discard_stage(staged)
 
 
-@dataclass
-class Int8Verdict:
-    """How int8 decides against fp32 on held-out frames, and whether it may be kept.
+def reduced_engines(precision: str) -> list[str]:
+    """The engines a reduced model is judged on here: those installed that can run it."""
+    from frameqc.runtime.model.engines import installed
 
-    Frames whose fp32 decision sits within ``margin`` of flipping (an alert probability
-    near the threshold, or two labels nearly tied) are counted apart: a flip there is a
-    coin toss, not a fault of quantization. Agreement is judged on the other frames.
-    When there are none (a model that is unsure of every frame), int8 is judged by its
-    probabilities: it passes if none moved by more than ``margin``.
+    if precision == "bf16":
+        return ["openvino"]
+    return [n for n in ("onnxruntime", "openvino") if installed(n)]
+
+
+def keep_reduced(fp32: Path, raw: Path, target: Path, card: ModelCard, precision: str,
+                 frames: list[np.ndarray], min_agreement: float, margin: float
+                 ) -> dict[str, Verdict]:
+    """Judge ``raw`` on every engine that may run it; install it at ``target`` or refuse.
+
+    The primary engine (onnxruntime for int8, OpenVINO for bf16) must pass; another
+    engine that fails is left out of the card, so the runtime never runs it there.
     """
+    import onnx
 
-    n: int
-    near: int
-    judged: int
-    agreement: float
-    near_flips: int
-    mean_dp: float
-    max_dp: float
-    worst: int
-    worst_fp32: list[float]
-    worst_int8: list[float]
-    margin: float
-
-    def passes(self, min_agreement: float) -> bool:
-        if self.judged:
-            return self.agreement >= min_agreement
-        return self.max_dp <= self.margin
-
-    def line(self) -> str:
-        if self.judged:
-            judged = (f"decisions agree on {self.agreement:.1%} of {self.judged} away from "
-                      "the threshold")
-        else:  # no decision to judge: say what was judged instead
-            judged = (f"no frame is away from the threshold, so int8 was judged by its "
-                      f"probabilities alone (max |dp| {self.max_dp:.4f} "
-                      f"{'<=' if self.max_dp <= self.margin else '>'} {self.margin:g})")
-        return (f"int8 vs fp32, held-out: n={self.n}, {judged}; {self.near} within "
-                f"+-{self.margin:g} of the threshold ({self.near_flips} flipped); |dp| mean "
-                f"{self.mean_dp:.4f}, max {self.max_dp:.4f} (frame {self.worst}: fp32 "
-                f"{_fmt(self.worst_fp32)} -> int8 {_fmt(self.worst_int8)})")
-
-    def record(self) -> dict:
-        """What the int8 model's card keeps, for ``frameqc info``."""
-        return {"held_out": self.n, "judged": self.judged, "agreement": round(self.agreement, 4),
-                "near_threshold": self.near, "margin": self.margin,
-                "mean_abs_dp": round(self.mean_dp, 5), "max_abs_dp": round(self.max_dp, 5)}
-
-
-def _fmt(p: list[float]) -> str:
-    return "[" + ", ".join(f"{x:.3f}" for x in p) + "]"
-
-
-def judge_int8(fp32: np.ndarray, int8: np.ndarray, card: ModelCard,
-               margin: float = 0.05) -> Int8Verdict:
-    """Compare decisions (the card's rule) and probabilities of int8 against fp32."""
-    said32 = [decide(p, card.labels, card.alerts, card.threshold).index for p in fp32]
-    said8 = [decide(p, card.labels, card.alerts, card.threshold).index for p in int8]
-    near = [doubtful(p, card.labels, card.alerts, card.threshold, margin) for p in fp32]
-    judged = [a == b for a, b, n in zip(said32, said8, near, strict=True) if not n]
-    dp = np.abs(fp32 - int8).max(axis=1)
-    worst = int(dp.argmax())
-    return Int8Verdict(
-        n=len(fp32), near=sum(near), judged=len(judged),
-        agreement=float(np.mean(judged)) if judged else 0.0,
-        near_flips=sum(a != b for a, b, n in zip(said32, said8, near, strict=True) if n),
-        mean_dp=float(dp.mean()), max_dp=float(dp.max()), worst=worst,
-        worst_fp32=fp32[worst].tolist(), worst_int8=int8[worst].tolist(), margin=margin)
-
-
-def int8_path(out: Path) -> Path:
-    """``model.onnx`` -> ``model.int8.onnx``."""
-    stem = out.name[:-5] if out.name.endswith(".onnx") else out.name
-    return out.with_name(stem + ".int8.onnx")
+    names = reduced_engines(precision)
+    verdicts = judge_engines(fp32, raw, card, frames, names, precision, margin)
+    primary = names[0]
+    if not verdicts[primary].passes(min_agreement):
+        raise refusal(verdicts[primary], min_agreement, fp32)
+    staged = stage_model(with_card(onnx.load(str(raw)), gated_card(
+        card, precision, verdicts, primary, min_agreement)), target)
+    try:
+        install_model(staged, target)
+    finally:
+        discard_stage(staged)
+    return verdicts
 
 
 def quantize_int8(fp32: Path, card: ModelCard, calibration: list[np.ndarray],
                   held_out: list[np.ndarray], min_agreement: float = 0.95,
-                  margin: float = 0.05) -> tuple[Path, Int8Verdict]:
-    """Static QDQ int8 (per-channel weights) calibrated on prepared frames.
+                  margin: float = 0.05) -> tuple[Path, Verdict]:
+    """Static QDQ int8 (:mod:`~frameqc.export.quantize`) calibrated on prepared frames,
+    judged against fp32 on ``held_out`` frames the calibration did not see, on each
+    engine that may run it (:func:`keep_reduced`).
 
-    Calibration takes the 99.999th percentile of each activation, not its maximum, and
-    the transfer head (``classifier.6``, 1 M weights, +3 MiB) stays fp32. On the tests'
-    deliberately steep head, against plain MinMax: mean |dp| 0.057 -> 0.043, max 0.207
-    -> 0.137, decisions away from the threshold kept 94.4 % -> 100 % (64 frames).
-
-    onnxruntime's pre-processing (shape inference, graph optimisation) runs first. The
-    result is judged against the fp32 model on ``held_out`` frames (:func:`judge_int8`):
-    below ``min_agreement`` of decisions kept, away from the threshold, it is refused
-    and nothing is written; the fp32 model is left as it is.
+    Below ``min_agreement`` of decisions kept, away from the threshold, it is refused and
+    nothing is written; the fp32 model is left as it is. Returns the onnxruntime verdict.
     """
-    from frameqc.runtime.model import import_onnxruntime
+    target = int8_path(fp32)
+    raw = target.with_name(f".{target.name}.{os.getpid()}.raw")
+    try:
+        calibrate(fp32, calibration, raw)
+        verdicts = keep_reduced(fp32, raw, target, card, "int8", held_out, min_agreement,
+                                margin)
+        return target, verdicts["onnxruntime"]
+    finally:
+        raw.unlink(missing_ok=True)
 
-    import_onnxruntime()  # before its quantization package: telemetry off
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(batched(calibration, 1))
-
-        def get_next(self):
-            b = next(self._it, None)
-            return None if b is None else {INPUT: b}
-
+def make_bf16(fp32: Path, card: ModelCard, frames: list[np.ndarray],
+              min_agreement: float = 0.95, margin: float = 0.05) -> tuple[Path, Verdict]:
+    """``NAME.bf16.onnx`` (:mod:`~frameqc.export.bf16`), judged against fp32 on ``frames``
+    with OpenVINO's bf16 arithmetic on this CPU; refused like int8."""
     import onnx
 
-    target = int8_path(fp32)
-    whole = fp32.with_name(f".{fp32.name}.{os.getpid()}.whole")
-    pre = fp32.with_name(f".{fp32.name}.{os.getpid()}.pre")
+    from frameqc.export.bf16 import bf16_path, check_can_bf16, to_bf16
+
+    check_can_bf16()
+    target = bf16_path(fp32)
     raw = target.with_name(f".{target.name}.{os.getpid()}.raw")
     staged = None
     try:
-        onnx.save(onnx.load(str(fp32)), str(whole))  # quant_pre_process loses a .data file
-        quant_pre_process(str(whole), str(pre), skip_symbolic_shape=True)
-        head = [n.name for n in onnx.load(str(pre), load_external_data=False).graph.node
-                if n.op_type in ("Gemm", "MatMul") and "classifier.6" in n.name]
-        with contextlib.redirect_stdout(io.StringIO()):  # the calibrator's own chatter
-            quantize_static(str(pre), str(raw), Reader(), quant_format=QuantFormat.QDQ,
-                            per_channel=True, weight_type=QuantType.QInt8,
-                            activation_type=QuantType.QUInt8,
-                            op_types_to_quantize=["Conv", "Gemm", "MatMul"],
-                            calibrate_method=CalibrationMethod.Percentile,
-                            nodes_to_exclude=head)
-        batches = batched(held_out)
-        verdict = judge_int8(run_onnx(fp32, batches), run_onnx(raw, batches), card, margin)
-        if not verdict.passes(min_agreement):
-            why = (f"its decisions agree with fp32 on {verdict.agreement:.1%} of "
-                   f"{verdict.judged} held-out frames away from the threshold (< "
-                   f"{min_agreement:.0%}; {verdict.near} more within +-{margin:g})"
-                   if verdict.judged else
-                   f"every held-out frame is within +-{margin:g} of the threshold and int8 "
-                   f"moves a probability by {verdict.max_dp:.3f}")
-            raise ExportError(
-                f"int8 refused: {why}; the fp32 model {fp32.name} is kept. Give "
-                "--calibration DIR with a few dozen real frames, or decide with "
-                "--min-agreement/--margin")
-        staged = stage_model(with_card(onnx.load(str(raw)), card.with_(
-            precision="int8", quantization=verdict.record())), target)
-        install_model(staged, target)
-        return target, verdict
+        staged = stage_model(to_bf16(onnx.load(str(fp32))), raw)
+        verdicts = keep_reduced(fp32, staged, target, card, "bf16", frames, min_agreement,
+                                margin)
+        return target, verdicts["openvino"]
     finally:
-        for tmp in (whole, pre, raw):
-            tmp.unlink(missing_ok=True)
         if staged is not None:
             discard_stage(staged)
 

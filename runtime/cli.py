@@ -14,6 +14,7 @@ from frameqc.runtime import __version__
 from frameqc.runtime.commands import COMMANDS, PLUGIN_GROUP, load
 from frameqc.runtime.commands.common import EXIT_FRAME_FAILED, EXIT_USAGE, Parser
 from frameqc.runtime.errors import FrameQCError
+from frameqc.runtime.model import ENGINE_ENV
 
 
 def _plugins() -> dict[str, Callable]:
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the command's own parser: its options, its --help
         parser.subparser(args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
+    pinned = getattr(args, "engine", None)
+    before = os.environ.get(ENGINE_ENV)
+    if pinned:  # read where the model is loaded, in this process and in its workers
+        os.environ[ENGINE_ENV] = pinned
     try:
         return args.func(args)
     except FrameQCError as exc:
@@ -64,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FRAME_FAILED
+    finally:
+        if pinned and before is None:
+            os.environ.pop(ENGINE_ENV, None)
+        elif pinned:
+            os.environ[ENGINE_ENV] = before
 
 
 def entry() -> None:

@@ -22,6 +22,9 @@ LABELS = ("Shutter", "OK")
 #: Every model the tests build would leave a copy of its weights in the graph cache: it is
 #: off for the suite (and its subprocesses), and on in tests/test_graphcache.py.
 os.environ["FRAMEQC_GRAPH_CACHE"] = "off"
+#: The suite runs every model on onnxruntime, as the base install does; tests/test_engines.py
+#: measures and chooses engines (auto) and runs OpenVINO, in a cache folder of its own.
+os.environ["FRAMEQC_ENGINE"] = "onnxruntime"
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:

@@ -58,7 +58,7 @@ def test_json_csv_and_errors_keep_going(exported, broken_dir):
     bad = {r["path"].rsplit("/", 1)[1]: r["error"] for r in rows if "error" in r}
     assert len(rows) == 10 and len(ok) == 2
     assert set(ok[0]) == {"path", "label", "index", "probability", "probabilities", "model",
-                          "seconds", "doubtful", "date_obs", "night", "precision"}
+                          "seconds", "doubtful", "date_obs", "night", "precision", "engine"}
     assert "damaged FITS" in bad["b_truncated.fits"] and bad["c_empty.fits"] == "empty file"
     assert "not a FITS" in bad["d_text.fits"] and "after binning" in bad["e_small.fits"]
     assert "flat frame" in bad["f_flat.fits"] and "no finite pixel" in bad["g_allnan.fits"]

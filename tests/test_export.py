@@ -196,3 +196,33 @@ def test_export_with_card_file_and_calibration_dir(weights, tmp_path, fits_dir):
     assert "n=4" in stdout
     code, info, _ = run_cli("info", str(out), "--json")
     assert json.loads(info)["notes"].startswith("IO:O shutter classifier, 2022")
+
+
+def test_export_bf16_writes_a_gated_model_beside_fp32(weights, tmp_path, fits_dir,
+                                                       monkeypatch):
+    """``--bf16`` end to end: the report, the card (its gate on OpenVINO, this CPU's bf16
+    units), ``frameqc info``, and a record that says bf16 on openvino."""
+    pytest.importorskip("openvino")
+    from frameqc.runtime.model.engines.cpuflags import cpu_flags, has_bf16
+
+    if not has_bf16(cpu_flags()):
+        pytest.skip("this CPU has no bf16 units: --bf16 is refused (tests/test_engines.py)")
+    out = tmp_path / "m.onnx"
+    code, report, err = run_cli("export", str(weights), "--labels", ",".join(LABELS),
+                                "--alert", "Shutter", "-o", str(out), "--bf16")
+    assert code == 0, err
+    m = re.search(r"bf16 vs fp32, held-out: n=(\d+), decisions agree on (\S+)% of (\d+) away"
+                  r".*; on openvino", report)
+    assert m and int(m.group(1)) >= 60 and float(m.group(2)) >= 95.0, report
+    assert re.search(r"wrote \S+m\.bf16\.onnx \+ \.data \(\d+\.\d MiB, bf16,", report)
+    code, out_json, _ = run_cli("info", str(tmp_path / "m.bf16.onnx"), "--json")
+    card = json.loads(out_json)
+    assert card["precision"] == "bf16" and list(card["quantization"]["engines"]) == ["openvino"]
+    assert card["quantization"]["max_abs_dp"] < 0.1
+    assert not (tmp_path / "m.int8.onnx").exists()
+    monkeypatch.setenv("FRAMEQC_ENGINE", "auto")
+    monkeypatch.setenv("FRAMEQC_CACHE", str(tmp_path / "cache"))
+    code, line, err = run_cli("classify", "--model", str(tmp_path / "m.bf16.onnx"),
+                              "--format", "json", str(fits_dir / "prebinned_227.fits"))
+    rec = json.loads(line)
+    assert code == 0 and (rec["precision"], rec["engine"]) == ("bf16", "openvino"), err

@@ -89,6 +89,19 @@ def test_only_the_session_module_builds_sessions():
     assert sorted(builders) == ["bench/floor.py", "runtime/model/session.py"]
 
 
+def test_only_the_openvino_engine_compiles_and_only_the_session_module_opens_it():
+    """OpenVINO's sessions are built in engines/openvino.py, asked for by session.py alone."""
+    compilers, openers = [], []
+    for path in [*ROOT.glob("runtime/**/*.py"), *ROOT.glob("export/*.py")]:
+        text = path.read_text()
+        if "compile_model(" in text:
+            compilers.append(str(path.relative_to(ROOT)))
+        if "OpenVINOSession(" in text and "class OpenVINOSession" not in text:
+            openers.append(str(path.relative_to(ROOT)))
+    assert compilers == ["runtime/model/engines/openvino.py"]
+    assert openers == ["runtime/model/session.py"]
+
+
 def test_onnxruntime_is_imported_with_its_telemetry_off():
     """Only model/__init__.py imports onnxruntime itself (after ORT_DISABLE_TELEMETRY):
     an import anywhere else, run first, would let it write and send its telemetry."""

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no frames given: none in {', '.join(args.sources)} (a folder "
                          "with no frames, or an empty list)")
     Senders.check(args)  # before the model is touched
-    router.open()
+    router.open(len(paths))
     try:
         senders = Senders.from_args(args, router.alerts, args.log)
     except BaseException:

@@ -47,8 +47,14 @@ def model_args(p: argparse.ArgumentParser) -> None:
 
 
 def threads_arg(p: argparse.ArgumentParser) -> None:
+    """--threads and --engine: how the network runs (either engine takes the threads)."""
     p.add_argument("--threads", type=positive_int,
-                   help="inference threads (default: $FRAMEQC_THREADS, else usable CPUs)")
+                   help="inference threads (default: $FRAMEQC_THREADS, else usable CPUs, "
+                        "a container's CPU quota included)")
+    p.add_argument("--engine", choices=("auto", "onnxruntime", "openvino"),
+                   help="the engine that runs the model (default: $FRAMEQC_ENGINE, else auto: "
+                        "the fastest here of those the model's card validated, measured once "
+                        "per model and CPU; docs/performance.md)")
 
 
 def result_args(p: argparse.ArgumentParser) -> None:

@@ -23,7 +23,8 @@ def describe(status: dict) -> str:
     card = status["card"]
     reloads = status.get("reloads", 0)  # a server from before reloading has no count
     text = (f"frameqc {status['version']} pid {status['pid']} up {status['uptime']:.0f} s: "
-            f"{status['model']['path']} ({', '.join(card['labels'])}, {card['precision']}, "
+            f"{status['model']['path']} ({', '.join(card['labels'])}, {card['precision']}"
+            f"{' on ' + status['engine'] if 'engine' in status else ''}, "
             f"model {status['model_id']}{f', reloaded {reloads}x' if reloads else ''}); "
             f"{status['requests']} requests, {status['frames']} frames, "
             f"{status['errors']} errors; {', '.join(status['endpoints'])}")

@@ -20,6 +20,10 @@ from frameqc.runtime.errors import FrameError, FrameQCError
 from frameqc.runtime.model import import_onnxruntime
 from frameqc.runtime.model.card import Binning, ModelCard
 from frameqc.runtime.model.decision import Decision, check_overrides, decide
+from frameqc.runtime.model.engines import AUTO, refusal, resolve_engine
+from frameqc.runtime.model.engines.choice import pick
+from frameqc.runtime.model.engines.cpuflags import cpu_flags
+from frameqc.runtime.model.engines.openvino import import_openvino
 from frameqc.runtime.model.peek import read_card
 from frameqc.runtime.model.recipes import Prepared, Recipe, make_recipe
 from frameqc.runtime.model.session import Model
@@ -36,6 +40,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     prepared: Prepared | None = field(default=None, repr=False)
     date_obs: str | None = None  # the frame's DATE-OBS, when its header has one
+    engine: str | None = None  # the engine that computed the probabilities
 
     @property
     def seconds(self) -> float:
@@ -94,22 +99,35 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int | None = None,
-             binning: Binning | None = None, threshold: float | None = None) -> Classifier:
+             binning: Binning | None = None, threshold: float | None = None,
+             cold: bool = False) -> Classifier:
         """Load an exported model (``.onnx`` beside its ``.onnx.data``) and its card.
 
         The card is read from the file first, once (the session is handed it), and the
         session is built in a thread while the first frames are read and prepared
         (onnxruntime releases the GIL while it builds): a cold one-shot pays for the
-        longer of the two, not their sum. onnxruntime is imported before the thread
-        starts: modules imported from two threads at once can fail half-initialised.
+        longer of the two, not their sum. The engines that may run it are imported before
+        the thread starts (modules imported from two threads at once can fail
+        half-initialised), and a model no engine here can run is said before any frame is
+        read.
+
+        ``cold``: this process decides one frame and ends (a one-shot). Unless an engine
+        is pinned, it then runs on onnxruntime wherever that may run the model: OpenVINO's
+        import and first-inference compile cost a cold one-shot more than its faster
+        inference saves (bench/run.py measures both). Its records say so.
         """
         card = read_card(os.path.realpath(path)) if os.path.isfile(path) else None
         if card is None:  # Model says what is wrong with the file
             return cls(Model(path, threads), binning, threshold)
         import_onnxruntime()
+        engine = resolve_engine()
+        if cold and engine == AUTO and refusal("onnxruntime", card, cpu_flags()) is None:
+            engine = "onnxruntime"
+        if "openvino" in pick(card, engine):
+            import_openvino()
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frameqc-session")
-        loading = pool.submit(Model, path, threads, card)
+        loading = pool.submit(Model, path, threads, card, engine)
         pool.shutdown(wait=False)
         return cls(loading, binning, threshold, card)
 
@@ -150,6 +168,7 @@ class Classifier:
             for r, p in zip(ready, probs, strict=True):
                 r.decision = decide(p, card.labels, card.alerts, self.threshold, card.margin)
                 r.timings["infer"] = each
+                r.engine = self.model.engine
         return results
 
     def run(self, sources: Iterable[Source | tuple[str, Source]], batch_size: int = 8

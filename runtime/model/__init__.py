@@ -8,6 +8,9 @@ from types import ModuleType
 #: The environment variable naming the model when ``--model`` is not given. Here, so that
 #: the light path of a one-shot answered by a server names it without loading anything.
 MODEL_ENV = "FRAMEQC_MODEL"
+#: The engine to run models on when ``--engine`` is not given (auto, onnxruntime, openvino);
+#: here too, so that a one-shot's light path can match a server's engine.
+ENGINE_ENV = "FRAMEQC_ENGINE"
 #: onnxruntime's own opt-out of its telemetry, read when it is imported.
 TELEMETRY_ENV = "ORT_DISABLE_TELEMETRY"
 

@@ -46,7 +46,7 @@ class ModelCard:
     onnx_version: str = ""
     notes: str = ""
     training: dict[str, Any] = field(default_factory=dict)  # what `frameqc train` did
-    quantization: dict[str, Any] = field(default_factory=dict)  # int8 against fp32
+    quantization: dict[str, Any] = field(default_factory=dict)  # int8/bf16 against fp32
 
     def __post_init__(self) -> None:
         """Checked as strictly as a command line: a wrong type is an error, never coerced."""
@@ -128,14 +128,15 @@ class ModelCard:
 
     def advice(self) -> str:
         """Which jobs this model suits, from what the card measured (for ``frameqc info``)."""
-        if self.precision != "int8":
+        see = "(docs/performance.md: Choosing fp32, bf16 or int8)"
+        if self.precision == "fp32":
             return ("fp32: the trained network's exact probabilities. Cold one-shots skip "
                     "weight prepacking, which makes this the fastest model for cron "
-                    "one-shots; int8 is ~3x faster per frame in batches and the server and "
-                    "uses ~1/3 of the memory (docs/performance.md: Choosing fp32 or int8).")
+                    "one-shots; int8 and bf16 are faster per frame in batches and the "
+                    f"server and use less memory {see}.")
         q = self.quantization
         if not q:
-            moved = "no int8 check recorded"
+            moved = f"no {self.precision} check recorded"
         else:
             moved = (f"probabilities within mean |dp| {q['mean_abs_dp']:.3f} (max "
                      f"{q['max_abs_dp']:.3f}) of fp32, ")
@@ -146,9 +147,15 @@ class ModelCard:
             else:  # every held-out frame was near the threshold: no decision was judged
                 moved += (f"judged by probabilities alone (all {q['held_out']} held-out "
                           "frames were near the threshold)")
+            if isinstance(q.get("engines"), dict):
+                moved += f"; judged on {', '.join(q['engines']) or 'no engine'}"
+        if self.precision == "bf16":
+            return (f"bf16: {moved}. Runs on OpenVINO on a CPU with bf16 units (AMX or "
+                    "AVX-512 bf16): the fastest and closest to fp32 of the reduced models "
+                    f"there, for batches, the resident server and archive runs {see}.")
         return (f"int8: {moved}. Best where throughput or memory matters (batches, the "
                 "resident server, archive runs); for exact probabilities in cron one-shots "
-                "the fp32 model is as fast cold (docs/performance.md: Choosing fp32 or int8).")
+                f"the fp32 model is as fast cold {see}.")
 
     def describe(self) -> str:
         """The card as aligned ``key: value`` lines, for ``frameqc info``."""

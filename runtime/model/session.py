@@ -1,8 +1,10 @@
-"""The model: one onnxruntime session and the card read from the same file.
+"""The model: one inference session and the card read from the same file.
 
-The one place that builds ``onnxruntime.InferenceSession`` (:func:`open_session`) and
-chooses its options (:func:`session_options`): the runtime, the export's validation and
-int8 gate, training's check and the demo all run the network the same way.
+The one place that builds an inference session: ``onnxruntime.InferenceSession``
+(:func:`open_session`, its options in :func:`session_options`) or, behind the same
+:class:`Model`, an OpenVINO compiled model (:mod:`~frameqc.runtime.model.engines`, the
+engine chosen by :func:`open_engine`). The runtime, the export's validation and gates,
+training's check and the demo all run the network the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from frameqc.runtime.errors import ModelError, UsageError
 from frameqc.runtime.model import import_onnxruntime
 from frameqc.runtime.model.card import ModelCard
 from frameqc.runtime.model.cpu import resolve_threads
+from frameqc.runtime.model.engines import resolve_engine
 from frameqc.runtime.model.peek import read_card
 from frameqc.runtime.util.text import first_line
 
@@ -118,6 +121,16 @@ def _open_cached(model: str, threads: int, prepack: bool) -> tuple[Any, str]:
     return open_session(model, threads, prepack), "built"
 
 
+def open_engine(name: str, path: str, precision: str, threads: int | None = None) -> Any:
+    """A session of engine ``name`` other than onnxruntime (today OpenVINO,
+    :mod:`.engines.openvino`) for ``path``, computing at ``precision`` (the card's)."""
+    from frameqc.runtime.model.engines.openvino import OpenVINOSession
+
+    if name != "openvino":
+        raise UsageError(f"no engine {name!r} here")
+    return OpenVINOSession(path, precision, resolve_threads(threads))
+
+
 class Model:
     """An exported frameqc model, ready to run on the CPU.
 
@@ -126,20 +139,76 @@ class Model:
     path : path
         A ``.onnx`` file written by ``frameqc export`` (or ``frameqc demo``).
     threads : int, optional
-        onnxruntime intra-op threads; default :func:`resolve_threads`.
+        inference threads (either engine); default :func:`resolve_threads`.
     card : ModelCard, optional
         The card, when the caller read it from this file already: not read again.
+    engine : str, optional
+        ``auto`` (default ``$FRAMEQC_ENGINE``, else auto: the fastest engine here that
+        computes what the card validated, :mod:`~frameqc.runtime.model.engines.choice`),
+        ``onnxruntime`` or ``openvino``.
     """
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None,
-                 card: ModelCard | None = None) -> None:
+                 card: ModelCard | None = None, engine: str | None = None) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such model file")
         real = os.path.realpath(self.path)  # its weights file is found beside it, not the link
         early = card if card is not None else read_card(real)
+        self.card = early  # None: the session says below what is wrong with the card
         self.prepacked = want_prepack(early.precision if early else "fp32")
         self.threads = resolve_threads(threads)
+        self._lock = threading.Lock()
+        self.engine, self.whole_batches, self.session = "onnxruntime", self.prepacked, None
+        names = ["onnxruntime"]
+        if early is not None:  # else onnxruntime says what is wrong with the file
+            from frameqc.runtime.model.engines.choice import pick
+
+            names = pick(early, resolve_engine(engine))
+        if names == ["onnxruntime"]:
+            self._open_one(real, "onnxruntime")
+        else:
+            self._open_chosen(real, names)
+
+    def _run(self, tensor: np.ndarray) -> np.ndarray:
+        if self.engine == "onnxruntime":
+            return self.session.run([self.output_name], {self.input_name: tensor})[0]
+        return self.session.run(tensor)
+
+    def _open_chosen(self, real: str, names: list[str]) -> None:
+        """Open the fastest of ``names`` (measured once per model, CPU and threads).
+
+        A lone OpenVINO candidate is measured too: the measurement says whether its
+        batches keep each frame's digits.
+        """
+        from frameqc.runtime.model.engines import choice
+        from frameqc.runtime.model.engines.cpuflags import cpu_flags
+
+        material = choice.key(real, self.threads, cpu_flags())
+        timings = choice.remembered(material)
+        measured = [n for n in names if n not in timings]
+        if measured:
+            with choice.exclusive():
+                timings = choice.remembered(material)  # another process may have measured
+                measured = [n for n in names if n not in timings]
+                for name in measured:  # one at a time: two sessions are not held at once
+                    self._open_one(real, name)
+                    timings[name] = choice.measure(self._run, self.card.input_size)
+                    choice.remember(material, name, timings[name])
+        best = choice.choose(names, timings, real, said=bool(measured))
+        if best != self.engine or self.session is None:
+            self._open_one(real, best)
+        self.whole_batches = (self.prepacked if best == "onnxruntime"
+                              else timings[best].whole_batches)
+
+    def _open_one(self, real: str, name: str) -> None:
+        """Build the session of engine ``name``; its errors as one line."""
+        self.session = None  # the previous engine's session is freed before the next
+        self.engine = name
+        if name != "onnxruntime":
+            self.session = open_engine(name, real, self.card.precision, self.threads)
+            self.graph = "compiled"
+            return
         try:
             self.session, self.graph = _open_cached(real, self.threads, self.prepacked)
         except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -150,9 +219,7 @@ class Model:
                                  "(keep the .data file exported with it beside it)") from None
             raise ModelError(f"{self.path}: not a loadable ONNX model ({first_line(exc)})"
                              ) from None
-        if early is not None:
-            self.card = early
-        else:  # the session says what is wrong with the card
+        if self.card is None:  # the session says what is wrong with the card
             try:
                 self.card = ModelCard.from_metadata(self.session.get_modelmeta()
                                                     .custom_metadata_map)
@@ -160,7 +227,6 @@ class Model:
                 raise ModelError(f"{self.path}: {exc}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
-        self._lock = threading.Lock()
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities, ``(n, n_labels)`` float32, for a ``(n, 3, S, S)`` batch.
@@ -175,15 +241,15 @@ class Model:
         That costs a batch about 10 % (the fully connected weights are read once a frame);
         running a lone frame twice instead would cost a cold one-shot a second inference.
         A prepacked session (int8) runs the same kernels at any batch size.
+        An OpenVINO session runs batches whole only where the engine measurement found
+        them to keep each frame's digits (:func:`.engines.choice.measure`).
         """
         import numpy as np
 
         tensor = np.ascontiguousarray(batch, np.float32)
         with self._lock:
-            if self.prepacked or len(tensor) == 1:
-                return self.session.run([self.output_name], {self.input_name: tensor})[0]
-            return np.concatenate([self.session.run([self.output_name],
-                                                    {self.input_name: tensor[i:i + 1]})[0]
-                                   for i in range(len(tensor))])
+            if self.whole_batches or len(tensor) == 1:
+                return self._run(tensor)
+            return np.concatenate([self._run(tensor[i:i + 1]) for i in range(len(tensor))])
 
 

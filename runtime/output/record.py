@@ -57,8 +57,10 @@ FIELDS: tuple[Field, ...] = (
           lambda r, card: night_of(r.date_obs)),
     Field("model", "str", "the model's id (its source weights' sha256, 12 digits)",
           lambda r, card: card.model_id, failed=True),
-    Field("precision", "str", "the model's weights: fp32 or int8",
+    Field("precision", "str", "the model's arithmetic: fp32, int8 or bf16",
           lambda r, card: card.precision, failed=True),
+    Field("engine", "str", "the engine that computed the probabilities: onnxruntime or "
+                           "openvino (their last digits differ)", lambda r, card: r.engine),
     Field("seconds", "float", "seconds spent on this frame (read, bin, prepare, infer)",
           lambda r, card: round(r.seconds, 4)),
     Field("error", "str", "why the frame has no decision (such a record has only the "

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 
 from frameqc.runtime.errors import UsageError
+from frameqc.runtime.model import ENGINE_ENV
 from frameqc.runtime.serving.protocol import (
     MAX_LINE,
     default_socket,
@@ -104,7 +105,8 @@ class Connection:
 
 
 def connect(socket_path: str | None, model: str | None) -> Connection | None:
-    """A connection to a server that serves ``model`` (or any model, when None).
+    """A connection to a server that serves ``model`` (or any model, when None), on the
+    engine ``$FRAMEQC_ENGINE`` pins (``--engine``), if any.
 
     With ``socket_path`` given, a server must answer and serve that model (UsageError
     otherwise); without it, the default socket is tried and None means "run locally".
@@ -134,5 +136,13 @@ def connect(socket_path: str | None, model: str | None) -> Connection | None:
         if insist:
             raise UsageError(f"the server on {path} serves {conn.status['model']['path']}, "
                              f"not {os.path.realpath(model)}")
+        return None
+    pinned = os.environ.get(ENGINE_ENV) or "auto"
+    if model is not None and pinned != "auto" and conn.status.get("engine",
+                                                                   "onnxruntime") != pinned:
+        conn.close()  # its digits would be another engine's than the one asked for
+        if insist:
+            raise UsageError(f"the server on {path} runs {conn.status.get('engine')}, not "
+                             f"the {pinned} engine asked for")
         return None
     return conn

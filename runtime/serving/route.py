@@ -61,8 +61,11 @@ class Router:
         self._conn: Connection | None = None
         self._classifier: Classifier | None = None
 
-    def open(self) -> Router:
-        """Connect to a server that serves the model, else load it here; labels known."""
+    def open(self, frames: int | None = None) -> Router:
+        """Connect to a server that serves the model, else load it here; labels known.
+
+        ``frames``: how many frames will be decided (1: a one-shot, see ``Classifier.load``).
+        """
         if not self.local:
             from frameqc.runtime.serving.client import connect
 
@@ -71,15 +74,17 @@ class Router:
                 card = self._conn.status["card"]
                 self.labels, self.alerts = tuple(card["labels"]), tuple(card["alerts"])
                 return self
-        self._load()
+        self._load(frames)
         return self
 
-    def _load(self) -> Classifier:
+    def _load(self, frames: int | None = None) -> Classifier:
+        """The model loaded here; ``frames``: how many it will decide (1: a one-shot)."""
         if self._classifier is None:
             from frameqc.runtime.engine.pipeline import Classifier
 
             self._classifier = Classifier.load(resolve_model_path(self.model), self.threads,
-                                               self.binning, self.threshold)
+                                               self.binning, self.threshold,
+                                               cold=frames == 1)
             self.card = self._classifier.card
             self.labels, self.alerts = self.card.labels, self.card.alerts
         return self._classifier

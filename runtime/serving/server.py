@@ -116,6 +116,7 @@ class ServerState:
         served = self.served
         return {"version": __version__, "pid": os.getpid(), "model": served.identity,
                 "model_id": served.card.model_id, "card": asdict(served.card),
+                "engine": served.model.engine,
                 "uptime": round(time.time() - self.started, 1),
                 "requests": self.requests, "frames": self.frames, "errors": self.errors,
                 "reloads": self.reloads, "endpoints": self.endpoints,
@@ -175,7 +176,8 @@ class ServerState:
             with self._lock:
                 self.reloads += 1
             self._announce(f"{why}; now serving {served.model.path} "
-                      f"({', '.join(served.card.labels)}; {served.card.precision})")
+                           f"({', '.join(served.card.labels)}; {served.card.precision} on "
+                           f"{served.model.engine})")
             self._tell_senders(say=True)
         finally:
             self._loading.release()
@@ -325,7 +327,8 @@ def serve(model_path: str | os.PathLike, socket_path: Path, tcp: str | None = No
                              daemon=True).start()
         model = state.served.model
         err.write(f"frameqc serve: {model.path} ({', '.join(model.card.labels)}; "
-                  f"{model.card.precision}) on {', '.join(state.endpoints)}; "
+                  f"{model.card.precision} on {model.engine}) on "
+                  f"{', '.join(state.endpoints)}; "
                   f"pid {os.getpid()}\n")
         err.flush()
         try:
