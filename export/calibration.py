@@ -7,29 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from frameqc.runtime.data.reader import FITS, PNG, Frame
 from frameqc.runtime.data.sources import list_frames
-from frameqc.runtime.data.synthetic import KINDS, make_frame
 from frameqc.runtime.engine.pipeline import prepare
 from frameqc.runtime.errors import FrameError, UsageError
-from frameqc.runtime.model.recipes import AsinhRecipe, Recipe
-
-#: Synthetic frames are made at 681 px (binned 3x3 to 227, like a binned IO:O frame).
-SYNTHETIC_SIZE = 681
+from frameqc.runtime.model.recipes import Recipe
 
 
 def synthetic_tensors(recipe: Recipe, n: int, seed: int = 0) -> list[np.ndarray]:
-    """``n`` prepared synthetic frames, the three kinds in turn."""
-    out = []
-    for i in range(n):
-        data = make_frame(KINDS[i % len(KINDS)], SYNTHETIC_SIZE, seed + i)
-        if FITS in recipe.kinds:
-            out.append(recipe.prepare(Frame(FITS, data)).tensor)
-        else:  # an rgb recipe: the grey asinh preparation as an RGB image
-            plane = AsinhRecipe(size=recipe.size).prepare(Frame(FITS, data)).tensor[0]
-            rgb = np.repeat(np.rint(plane * 255).astype(np.uint8)[:, :, None], 3, axis=2)
-            out.append(recipe.prepare(Frame(PNG, rgb)).tensor)
-    return out
+    """``n`` of the recipe's own synthetic frames, prepared."""
+    return [recipe.prepare(recipe.synthetic(i, seed)).tensor for i in range(n)]
 
 
 def directory_tensors(recipe: Recipe, directory: str | Path) -> list[np.ndarray]:

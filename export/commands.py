@@ -18,7 +18,8 @@ from frameqc.runtime.commands.options import (
     probability,
 )
 from frameqc.runtime.errors import UsageError
-from frameqc.runtime.model.card import RECIPE_NAMES, ModelCard
+from frameqc.runtime.model.card import ModelCard
+from frameqc.runtime.model.recipes import recipe_help, recipe_names
 
 #: Synthetic frames when none are given: int8 is calibrated on up to CALIBRATION_FRAMES and
 #: judged on the rest (64 with the defaults), fp32 is checked against torch on
@@ -46,8 +47,7 @@ def _card_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alert", action="append", metavar="LABEL",
                    help="a label given only at or above the threshold (repeatable)")
     p.add_argument("--threshold", type=probability, help="alert threshold (default 0.5)")
-    p.add_argument("--recipe", choices=RECIPE_NAMES,
-                   help="preparation: asinh (FITS, default) or rgb (JPEG/PNG)")
+    p.add_argument("--recipe", choices=recipe_names(), help=recipe_help())
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:

@@ -19,8 +19,11 @@ PREFIX = "frameqc."
 
 Binning = str | int  # "auto", "none" or a box size
 
-#: The preparation recipes a card may name (built in :mod:`~frameqc.runtime.model.recipes`).
-RECIPE_NAMES = ("asinh", "rgb")
+
+def _default_recipe() -> dict[str, Any]:
+    from frameqc.runtime.model.recipes import default_recipe
+
+    return {"name": default_recipe()}
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class ModelCard:
     alerts: tuple[str, ...] = ()
     threshold: float = 0.5
     margin: float = DEFAULT_MARGIN  # probabilities moved this far may flip a doubtful decision
-    recipe: dict[str, Any] = field(default_factory=lambda: {"name": "asinh"})
+    recipe: dict[str, Any] = field(default_factory=_default_recipe)
     input_size: int = 224
     precision: str = "fp32"
     weights_sha256: str = ""
@@ -62,9 +65,9 @@ class ModelCard:
                              f"{self.input_size!r}")
         if not isinstance(self.recipe, dict) or not isinstance(self.recipe.get("name"), str):
             raise UsageError(f"recipe must be a table with a name, not {self.recipe!r}")
-        if self.recipe["name"] not in RECIPE_NAMES:
-            raise UsageError(f"unknown recipe {self.recipe['name']!r}; known: "
-                             f"{', '.join(RECIPE_NAMES)}")
+        from frameqc.runtime.model.recipes import recipe_class  # the registry, light
+
+        recipe_class(self.recipe["name"])
         for name in ("training", "quantization"):
             if not isinstance(getattr(self, name), dict):
                 raise UsageError(f"{name} must be a table, not {getattr(self, name)!r}")
