@@ -96,6 +96,15 @@ def resolve_card(args: argparse.Namespace) -> ModelCard:
     return base.with_(**changes)
 
 
+def sized_card(card: ModelCard) -> ModelCard:
+    """The card with the input sizes its recipe's network takes: any size (a graph of any
+    height and width) for a recipe that prepares each frame at its own size."""
+    from frameqc.runtime.model.recipes import recipe_class
+
+    return card.with_(input_sizes="any" if recipe_class(card.recipe["name"]).any_size
+                      else "fixed")
+
+
 def _need_torch(command: str) -> None:
     try:
         import torch  # noqa: F401
@@ -114,10 +123,10 @@ def run_export(args: argparse.Namespace) -> int:
     _need_torch("export")
     from frameqc.export.calibration import directory_tensors, synthetic_tensors
     from frameqc.export.weights import load_weights
-    from frameqc.runtime.model.recipes import make_recipe
+    from frameqc.runtime.model.recipes import recipe_for
 
-    card = resolve_card(args)
-    recipe = make_recipe(card.recipe, card.input_size)
+    card = sized_card(resolve_card(args))
+    recipe = recipe_for(card)
     out = _output(args.output)
     weights = load_weights(args.weights)
     if args.calibration:
@@ -141,17 +150,25 @@ def export_weights(weights, card: ModelCard, out: Path, frames: list, int8: bool
     torch; for int8, up to CALIBRATION_FRAMES (at most two thirds) calibrate and the rest
     are held out to judge it.
     """
+    from frameqc.export.calibration import size_names
     from frameqc.export.network import Probabilities, build_vgg16
     from frameqc.export.onnx_export import export_fp32, provenance, quantize_int8
-    from frameqc.runtime.model.recipes import make_recipe
+    from frameqc.runtime.model.recipes import recipe_for
 
     t0 = time.perf_counter()
     if weights.n_classes != len(card.labels):
         raise UsageError(f"the weights have {weights.n_classes} outputs but "
                          f"{len(card.labels)} labels were given ({', '.join(card.labels)})")
-    recipe = make_recipe(card.recipe, card.input_size)
+    card = sized_card(card)
+    recipe = recipe_for(card)
+    checked = size_names(frames[:VALIDATION_FRAMES])
+    if card.input_sizes == "any":
+        from frameqc.export.any_size import CHECK_SIZES
+
+        checked = list(dict.fromkeys([f"{w}x{h}" for h, w in CHECK_SIZES] + checked))
     card = card.with_(recipe=recipe.params(), weights_sha256=weights.sha256,
-                      weights_name=weights.name, precision="fp32", **provenance())
+                      weights_name=weights.name, precision="fp32",
+                      sizes_checked={"fp32_vs_torch": checked}, **provenance())
     net = build_vgg16(weights.n_classes, weights.hidden)
     net.load_state_dict(weights.state_dict, strict=True)
     module = Probabilities(net).eval()
@@ -164,7 +181,10 @@ def export_weights(weights, card: ModelCard, out: Path, frames: list, int8: bool
         print("  " + c.line())
     if int8:
         t1 = time.perf_counter()
-        path, verdict = quantize_int8(out, card, calibration, held_out, min_agreement, margin)
+        gate = card.with_(sizes_checked={**card.sizes_checked,
+                                         "int8_calibration": size_names(calibration),
+                                         "int8_gate": size_names(held_out)})
+        path, verdict = quantize_int8(out, gate, calibration, held_out, min_agreement, margin)
         print(f"wrote {path} + .data ({_mib(path):.1f} MiB, int8, calibrated on "
               f"{len(calibration)} frames, {time.perf_counter() - t1:.1f} s)")
         print("  " + verdict.line())

@@ -65,8 +65,19 @@ def run_onnx(path: Path, batches: list[np.ndarray]) -> np.ndarray:
 
 
 def batched(tensors: list[np.ndarray], size: int = 8) -> list[np.ndarray]:
-    return [np.stack(tensors[i: i + size]).astype(np.float32)
-            for i in range(0, len(tensors), size)]
+    """Consecutive tensors of one shape stacked, up to ``size`` a batch and the runtime's
+    pixel bound; outputs concatenated in batch order stay in input order."""
+    from frameqc.runtime.engine.pipeline import BATCH_PIXELS
+
+    out: list[list[np.ndarray]] = []
+    for t in tensors:
+        run = out[-1] if out else None
+        if run is None or t.shape != run[0].shape or len(run) == size \
+                or (len(run) + 1) * t.shape[-1] * t.shape[-2] > BATCH_PIXELS:
+            out.append([t])
+        else:
+            run.append(t)
+    return [np.stack(run).astype(np.float32) for run in out]
 
 
 def export_fp32(module, card: ModelCard, out: Path, frames: list[np.ndarray],
@@ -77,18 +88,27 @@ def export_fp32(module, card: ModelCard, out: Path, frames: list[np.ndarray],
     the prepared ``frames``; any max |dp| above ``atol`` raises :class:`ExportError`.
     The files checked are the files installed (``out`` and ``out.data``), moved into
     place only once every check has passed.
+
+    A card of ``input_sizes`` any exports a graph of any height and width
+    (:mod:`~frameqc.export.any_size`), checked against ``module`` (torchvision's own
+    adaptive pooling) on a random image at each of its CHECK_SIZES too.
     """
     import onnx
     import torch
 
     size = card.input_size
+    exported, axes = module, {0: "batch"}
+    if card.input_sizes == "any":
+        from frameqc.export.any_size import AnySizeProbabilities
+
+        exported, axes = AnySizeProbabilities(module.net), {0: "batch", 2: "height", 3: "width"}
     raw = out.with_name(f".{out.name}.{os.getpid()}.raw")
     staged = None
     try:
         with torch.no_grad():
-            torch.onnx.export(module, torch.zeros(1, 3, size, size), str(raw), dynamo=False,
+            torch.onnx.export(exported, torch.zeros(1, 3, size, size), str(raw), dynamo=False,
                               opset_version=OPSET, input_names=[INPUT], output_names=[OUTPUT],
-                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                              dynamic_axes={INPUT: axes, OUTPUT: {0: "batch"}},
                               do_constant_folding=True)
         staged = stage_model(with_card(onnx.load(str(raw)), card), out)
         raw.unlink()
@@ -96,6 +116,10 @@ def export_fp32(module, card: ModelCard, out: Path, frames: list[np.ndarray],
         rng = np.random.default_rng(seed)
         sets = {"random inputs": [rng.random((3, size, size), np.float32) for _ in range(4)],
                 "prepared frames": frames}
+        if card.input_sizes == "any":
+            from frameqc.export.any_size import random_images
+
+            sets.update(random_images(rng))
         checks = []
         for name, tensors in sets.items():
             batches = batched(tensors)
@@ -207,8 +231,8 @@ def quantize_int8(fp32: Path, card: ModelCard, calibration: list[np.ndarray],
     from frameqc.runtime.model import import_onnxruntime
 
     import_onnxruntime()  # before its quantization package: telemetry off
+    import onnx
     from onnxruntime.quantization import (
-        CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
@@ -216,15 +240,7 @@ def quantize_int8(fp32: Path, card: ModelCard, calibration: list[np.ndarray],
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(batched(calibration, 1))
-
-        def get_next(self):
-            b = next(self._it, None)
-            return None if b is None else {INPUT: b}
-
-    import onnx
+    from frameqc.export.calibration import chunked_reader
 
     target = int8_path(fp32)
     whole = fp32.with_name(f".{fp32.name}.{os.getpid()}.whole")
@@ -237,7 +253,8 @@ def quantize_int8(fp32: Path, card: ModelCard, calibration: list[np.ndarray],
         head = [n.name for n in onnx.load(str(pre), load_external_data=False).graph.node
                 if n.op_type in ("Gemm", "MatMul") and "classifier.6" in n.name]
         with contextlib.redirect_stdout(io.StringIO()):  # the calibrator's own chatter
-            quantize_static(str(pre), str(raw), Reader(), quant_format=QuantFormat.QDQ,
+            quantize_static(str(pre), str(raw), chunked_reader(INPUT, calibration),
+                            extra_options={"CalibStridedMinMax": 1}, quant_format=QuantFormat.QDQ,
                             per_channel=True, weight_type=QuantType.QInt8,
                             activation_type=QuantType.QUInt8,
                             op_types_to_quantize=["Conv", "Gemm", "MatMul"],

@@ -84,7 +84,7 @@ def test_rgb_recipe():
     assert t.shape == (3, 224, 224)
     np.testing.assert_array_equal(t[1], rgb[:, :, 1].astype(np.float32) / np.float32(255))
     with pytest.raises(FrameError, match="image is 300x200"):
-        RGBRecipe().prepare(Frame(PNG, np.zeros((200, 300, 3), np.uint8)))
+        RGBRecipe(size=224).prepare(Frame(PNG, np.zeros((200, 300, 3), np.uint8)))
     with pytest.raises(FrameError, match="FITS file cannot go"):
         RGBRecipe().prepare(Frame(FITS, np.zeros((224, 224))))
 
@@ -108,12 +108,12 @@ def test_a_new_recipe_is_its_module_and_registration(monkeypatch, tmp_path):
     from dataclasses import dataclass
     from typing import ClassVar
 
-    from conftest import run_cli
-
     from frameqc.export.calibration import synthetic_tensors
     from frameqc.runtime.lifecycle.seen import preview, recipes_for
     from frameqc.runtime.model.card import ModelCard
     from frameqc.runtime.model.recipes import base, register
+
+    from conftest import run_cli
 
     monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
 

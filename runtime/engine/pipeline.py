@@ -2,6 +2,9 @@
 
 Frames of the next batch are read and prepared in a worker thread while the current
 batch runs through the network (numpy, astropy I/O and onnxruntime release the GIL).
+Frames of different sizes (JPEGs for a model of any input size) cannot share a network
+batch: they are grouped by size, in groups of at most BATCH_PIXELS pixels (a larger frame
+alone), and their results come back in input order.
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ from frameqc.runtime.model import import_onnxruntime
 from frameqc.runtime.model.card import Binning, ModelCard, parse_binning
 from frameqc.runtime.model.decision import Decision, check_threshold, decide
 from frameqc.runtime.model.peek import read_card
-from frameqc.runtime.model.recipes import Prepared, Recipe, make_recipe
+from frameqc.runtime.model.recipes import Prepared, Recipe, recipe_for
 from frameqc.runtime.model.session import Model
 from frameqc.runtime.util.text import first_line
+
+#: Pixels one network batch may hold: eight 224x224 frames, as many of one size as fit
+#: (vgg16's activations grow with pixels, not frames; a frame larger than this runs alone).
+BATCH_PIXELS = 8 * 224 * 224
 
 
 @dataclass
@@ -76,8 +83,7 @@ class Classifier:
         self._model, card = (None, card) if isinstance(model, Future) else (model, model.card)
         self._loading = model if isinstance(model, Future) else None
         self.card: ModelCard = card  # known before the session is built
-        self.recipe = make_recipe(card.recipe, card.input_size,
-                                  None if binning is None else parse_binning(binning))
+        self.recipe = recipe_for(card, None if binning is None else parse_binning(binning))
         self.threshold = card.threshold if threshold is None else check_threshold(threshold)
 
     @property
@@ -136,13 +142,13 @@ class Classifier:
         return out
 
     def _infer(self, results: list[Result]) -> list[Result]:
-        ready = [r for r in results if r.prepared is not None]
-        if ready:
+        """Decide every prepared result in place, batch by batch of one size."""
+        card = self.model.card
+        for group in size_groups([r for r in results if r.prepared is not None]):
             t0 = time.perf_counter()
-            probs = self.model.predict(np.stack([r.prepared.tensor for r in ready]))
-            each = (time.perf_counter() - t0) / len(ready)
-            card = self.model.card
-            for r, p in zip(ready, probs, strict=True):
+            probs = self.model.predict(np.stack([r.prepared.tensor for r in group]))
+            each = (time.perf_counter() - t0) / len(group)
+            for r, p in zip(group, probs, strict=True):
                 r.decision = decide(p, card.labels, card.alerts, self.threshold, card.margin)
                 r.timings["infer"] = each
         return results
@@ -176,6 +182,19 @@ class Classifier:
         self.model  # noqa: B018 -- a model that cannot load is said before any frame
         return self._infer(self._prepare_all([(_name(source) if name is None else name,
                                                source)]))[0]
+
+
+def size_groups(ready: list[Result], pixels: int = BATCH_PIXELS) -> list[list[Result]]:
+    """Results of one tensor shape together, in input order within a shape, each group at
+    most ``pixels`` pixels (a frame larger than that alone)."""
+    by_shape: dict[tuple[int, ...], list[list[Result]]] = {}
+    for r in ready:
+        shape = r.prepared.tensor.shape
+        groups = by_shape.setdefault(shape, [[]])
+        if groups[-1] and (len(groups[-1]) + 1) * shape[-1] * shape[-2] > pixels:
+            groups.append([])
+        groups[-1].append(r)
+    return [g for groups in by_shape.values() for g in groups]
 
 
 def _name(source: Source) -> str:

@@ -18,7 +18,7 @@ from frameqc.runtime.data.facts import header_facts
 from frameqc.runtime.data.reader import read_frame
 from frameqc.runtime.errors import FrameError, UsageError
 from frameqc.runtime.model.card import ModelCard
-from frameqc.runtime.model.recipes import Recipe, make_recipe, recipe_classes
+from frameqc.runtime.model.recipes import Recipe, recipe_classes, recipe_for
 
 #: Where thumbnails are kept in a page's folder.
 SEEN = "seen"
@@ -27,7 +27,7 @@ SEEN = "seen"
 def recipes_for(card: ModelCard | None) -> list[Recipe]:
     """The card's recipe; without a card, the default recipe of each kind of frame."""
     if card is not None:
-        return [make_recipe(card.recipe, card.input_size)]
+        return [recipe_for(card)]
     return [cls() for cls in recipe_classes()]
 
 

@@ -31,6 +31,7 @@ from frameqc.runtime.model.recipes.base import (
     make_recipe,
     recipe_class,
     recipe_classes,
+    recipe_for,
     recipe_help,
     recipe_names,
     register,
@@ -39,5 +40,5 @@ from frameqc.runtime.model.recipes.rgb import RGBRecipe
 
 __all__ = ["AsinhRecipe", "Binning", "Prepared", "RGBRecipe", "Recipe", "asinh_stretch",
            "centre_crop", "check_kind", "default_recipe", "make_recipe", "parse_binning",
-           "recipe_class", "recipe_classes", "recipe_help", "recipe_names", "register",
-           "to_uint16"]
+           "recipe_class", "recipe_classes", "recipe_for", "recipe_help", "recipe_names",
+           "register", "to_uint16"]

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from frameqc.runtime.data.reader import Frame
-    from frameqc.runtime.model.card import Binning
+    from frameqc.runtime.model.card import Binning, ModelCard
 
 
 @dataclass
@@ -48,14 +48,16 @@ class Recipe(ABC):
     """A preparation: subclasses are frozen dataclasses whose fields are its parameters.
 
     ``name`` is what a card stores, ``kinds`` the frames it takes (reader kinds), ``help``
-    what ``export --help`` says of it. ``size`` is the side of the square the network is
-    exported at (and, for a fixed-size model, the only input it takes).
+    what ``export --help`` says of it. ``size`` is the side of the square the network
+    takes; a recipe whose ``any_size`` is true takes ``size=None`` too (an exported graph
+    of any height and width: each frame at its own size).
     """
 
     name: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]]
     help: ClassVar[str]
-    size: int
+    any_size: ClassVar[bool] = False
+    size: int | None
 
     def params(self) -> dict[str, Any]:
         """What the card keeps: the name and every parameter but the size."""
@@ -121,11 +123,17 @@ def recipe_help() -> str:
         for c in recipe_classes())
 
 
-def make_recipe(params: dict[str, Any], size: int = 224, binning: Binning | None = None
+def make_recipe(params: dict[str, Any], size: int | None = 224, binning: Binning | None = None
                 ) -> Recipe:
     """Build a recipe from the parameters stored in a model card."""
     params = dict(params)
     return recipe_class(params.pop("name", None)).from_card(params, size, binning)
+
+
+def recipe_for(card: ModelCard, binning: Binning | None = None) -> Recipe:
+    """The recipe a model runs: the card's, at its one size or (``input_sizes`` any) any."""
+    size = None if card.input_sizes == "any" else card.input_size
+    return make_recipe(card.recipe, size, binning)
 
 
 def check_kind(recipe: Recipe, frame: Frame) -> None:
