@@ -71,7 +71,7 @@ def export_models(weights: Path, work: Path, sizes: tuple[int, ...]) -> dict[str
             make_images(cal, side, 6 if side <= 512 else 3, seed=100 + side)
         subprocess.run([*FRAMEQC, "export", str(weights), "--labels", "Wobble,OK", "--alert",
                         "Wobble", "--threshold", "0.6", "--recipe", "rgb", "--calibration",
-                        str(cal), "-o", str(out), "--int8", "--min-agreement", "0"],
+                        str(cal), "-o", str(out), "--int8", "--min-agreement", "0.01"],
                        check=True, stdout=subprocess.DEVNULL)
     return {"fp32": out, "int8": int8}
 

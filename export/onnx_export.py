@@ -101,7 +101,8 @@ def export_fp32(module, card: ModelCard, out: Path, frames: list[np.ndarray],
     if card.input_sizes == "any":
         from frameqc.export.any_size import AnySizeProbabilities
 
-        exported, axes = AnySizeProbabilities(module.net), {0: "batch", 2: "height", 3: "width"}
+        exported = AnySizeProbabilities(module.net).eval()
+        axes = {0: "batch", 2: "height", 3: "width"}
     raw = out.with_name(f".{out.name}.{os.getpid()}.raw")
     staged = None
     try:

@@ -240,7 +240,7 @@ def wobble_export(wobble_weights, tmp_path_factory) -> dict:
     code, stdout, stderr = run_cli("export", str(wobble_weights), "--labels", "Wobble,OK",
                                    "--alert", "Wobble", "--threshold", "0.6", "--recipe", "rgb",
                                    "--calibration", str(d / "cal"), "-o", str(out), "--int8",
-                                   "--min-agreement", "0")
+                                   "--min-agreement", "0.01")
     assert code == 0, stderr
     return {"fp32": out, "int8": out.with_name("wobble.int8.onnx"), "report": stdout}
 
