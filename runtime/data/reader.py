@@ -36,7 +36,8 @@ PNG = "png"
 #: inflated. IO:O's full unbinned frame is 4096x4112 (17 Mpx); this is twice that.
 DEFAULT_MAX_PIXELS = 1 << 25  # 33.5 Mpx
 #: The largest JPEG/PNG a model of any input size runs at its own size: vgg16 at H x W
-#: peaks near 1.1 kB a pixel (docs/performance.md: Sizes), 2048x2048 about 5 GB.
+#: needs about 0.6 kB a pixel besides its weights (docs/performance.md: Sizes): 2.9 GB
+#: in the server at 2048x2048.
 IMAGE_PIXELS_ENV = "FRAMEQC_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_IMAGE_PIXELS = 2048 * 2048
 

@@ -46,7 +46,7 @@ class RGBRecipe(Recipe):
         limit = max_image_pixels()
         if h * w > limit:
             raise FrameError(f"image of {w}x{h} pixels is over the limit of {limit} pixels the "
-                             f"network runs at (${IMAGE_PIXELS_ENV}; about 1.1 GB of memory "
+                             f"network runs at (${IMAGE_PIXELS_ENV}; about 0.6 GB of memory "
                              "per megapixel)")
 
     def prepare(self, frame: Frame) -> Prepared:
