@@ -693,10 +693,17 @@ def main() -> None:
                    help="also time docker exec one-shots answered by IMAGE's server")
     p.add_argument("--hold", action="store_true",
                    help="exit 1 when a target marked [held by CI] is not met (CI)")
+    p.add_argument("--sizes", action="store_true",
+                   help="also the wobble classifier at 224, 512 and 1024 px (bench/sizes.py)")
     args = p.parse_args()
     r = bench(args)
     text = report(r)
     print(text)
+    if args.sizes:
+        from sizes import sizes_bench, sizes_report
+
+        r["sizes"] = sizes_bench(Path(args.work) / "sizes")
+        print("\n" + sizes_report(r["sizes"]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(r, indent=2) + "\n")
     print(f"\nsaved {args.out}")

@@ -18,7 +18,8 @@ from frameqc.runtime.commands.options import (
     probability,
 )
 from frameqc.runtime.errors import UsageError
-from frameqc.runtime.model.card import RECIPE_NAMES, ModelCard
+from frameqc.runtime.model.card import ModelCard
+from frameqc.runtime.model.recipes import recipe_help, recipe_names
 
 #: Synthetic frames when none are given: int8 is calibrated on up to CALIBRATION_FRAMES and
 #: judged on the rest (64 with the defaults), fp32 is checked against torch on
@@ -49,8 +50,7 @@ def _card_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alert", action="append", metavar="LABEL",
                    help="a label given only at or above the threshold (repeatable)")
     p.add_argument("--threshold", type=probability, help="alert threshold (default 0.5)")
-    p.add_argument("--recipe", choices=RECIPE_NAMES,
-                   help="preparation: asinh (FITS, default) or rgb (JPEG/PNG)")
+    p.add_argument("--recipe", choices=recipe_names(), help=recipe_help())
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
@@ -102,6 +102,15 @@ def resolve_card(args: argparse.Namespace) -> ModelCard:
     return base.with_(**changes)
 
 
+def sized_card(card: ModelCard) -> ModelCard:
+    """The card with the input sizes its recipe's network takes: any size (a graph of any
+    height and width) for a recipe that prepares each frame at its own size."""
+    from frameqc.runtime.model.recipes import recipe_class
+
+    return card.with_(input_sizes="any" if recipe_class(card.recipe["name"]).any_size
+                      else "fixed")
+
+
 def _need_torch(command: str) -> None:
     try:
         import torch  # noqa: F401
@@ -129,10 +138,10 @@ def run_export(args: argparse.Namespace) -> int:
     _need_bf16(args)
     from frameqc.export.calibration import directory_tensors, synthetic_tensors
     from frameqc.export.weights import load_weights
-    from frameqc.runtime.model.recipes import make_recipe
+    from frameqc.runtime.model.recipes import recipe_for
 
-    card = resolve_card(args)
-    recipe = make_recipe(card.recipe, card.input_size)
+    card = sized_card(resolve_card(args))
+    recipe = recipe_for(card)
     out = _output(args.output)
     weights = load_weights(args.weights)
     if args.calibration:
@@ -158,17 +167,25 @@ def export_weights(weights, card: ModelCard, out: Path, frames: list, int8: bool
     are held out to judge it; bf16 (nothing to calibrate) is judged on the same held-out
     frames.
     """
+    from frameqc.export.calibration import size_names
     from frameqc.export.network import Probabilities, build_vgg16
     from frameqc.export.onnx_export import export_fp32, make_bf16, provenance, quantize_int8
-    from frameqc.runtime.model.recipes import make_recipe
+    from frameqc.runtime.model.recipes import recipe_for
 
     t0 = time.perf_counter()
     if weights.n_classes != len(card.labels):
         raise UsageError(f"the weights have {weights.n_classes} outputs but "
                          f"{len(card.labels)} labels were given ({', '.join(card.labels)})")
-    recipe = make_recipe(card.recipe, card.input_size)
+    card = sized_card(card)
+    recipe = recipe_for(card)
+    checked = size_names(frames[:VALIDATION_FRAMES])
+    if card.input_sizes == "any":
+        from frameqc.export.any_size import CHECK_SIZES
+
+        checked = list(dict.fromkeys([f"{w}x{h}" for h, w in CHECK_SIZES] + checked))
     card = card.with_(recipe=recipe.params(), weights_sha256=weights.sha256,
-                      weights_name=weights.name, precision="fp32", **provenance())
+                      weights_name=weights.name, precision="fp32",
+                      sizes_checked={"fp32_vs_torch": checked}, **provenance())
     net = build_vgg16(weights.n_classes, weights.hidden)
     net.load_state_dict(weights.state_dict, strict=True)
     module = Probabilities(net).eval()
@@ -181,11 +198,16 @@ def export_weights(weights, card: ModelCard, out: Path, frames: list, int8: bool
         print("  " + c.line())
     if int8:
         t1 = time.perf_counter()
-        path, verdict = quantize_int8(out, card, calibration, held_out, min_agreement, margin)
+        gate = card.with_(sizes_checked={**card.sizes_checked,
+                                         "int8_calibration": size_names(calibration),
+                                         "int8_gate": size_names(held_out)})
+        path, verdict = quantize_int8(out, gate, calibration, held_out, min_agreement, margin)
         _report(path, f"int8, calibrated on {len(calibration)} frames", t1, verdict, margin)
     if bf16:
         t1 = time.perf_counter()
-        path, verdict = make_bf16(out, card, held_out, min_agreement, margin)
+        gate = card.with_(sizes_checked={**card.sizes_checked,
+                                         "bf16_gate": size_names(held_out)})
+        path, verdict = make_bf16(out, gate, held_out, min_agreement, margin)
         _report(path, "bf16", t1, verdict, margin)
     print(f"labels: {', '.join(f'{i}={n}' for i, n in enumerate(card.labels))}; "
           f"alerts: {', '.join(card.alerts) or 'none'} (threshold {card.threshold}); "

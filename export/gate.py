@@ -25,8 +25,19 @@ class ExportError(FrameQCError):
 
 
 def batched(tensors: list[np.ndarray], size: int = 8) -> list[np.ndarray]:
-    return [np.stack(tensors[i: i + size]).astype(np.float32)
-            for i in range(0, len(tensors), size)]
+    """Consecutive tensors of one shape stacked, up to ``size`` a batch and the runtime's
+    pixel bound; outputs concatenated in batch order stay in input order."""
+    from frameqc.runtime.engine.pipeline import BATCH_PIXELS
+
+    out: list[list[np.ndarray]] = []
+    for t in tensors:
+        run = out[-1] if out else None
+        if run is None or t.shape != run[0].shape or len(run) == size \
+                or (len(run) + 1) * t.shape[-1] * t.shape[-2] > BATCH_PIXELS:
+            out.append([t])
+        else:
+            run.append(t)
+    return [np.stack(run).astype(np.float32) for run in out]
 
 
 def run_model(path: Path, batches: list[np.ndarray], engine: str = "onnxruntime",

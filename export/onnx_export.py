@@ -69,18 +69,28 @@ def export_fp32(module, card: ModelCard, out: Path, frames: list[np.ndarray],
     the prepared ``frames``; any max |dp| above ``atol`` raises :class:`ExportError`.
     The files checked are the files installed (``out`` and ``out.data``), moved into
     place only once every check has passed.
+
+    A card of ``input_sizes`` any exports a graph of any height and width
+    (:mod:`~frameqc.export.any_size`), checked against ``module`` (torchvision's own
+    adaptive pooling) on a random image at each of its CHECK_SIZES too.
     """
     import onnx
     import torch
 
     size = card.input_size
+    exported, axes = module, {0: "batch"}
+    if card.input_sizes == "any":
+        from frameqc.export.any_size import AnySizeProbabilities
+
+        exported = AnySizeProbabilities(module.net).eval()
+        axes = {0: "batch", 2: "height", 3: "width"}
     raw = out.with_name(f".{out.name}.{os.getpid()}.raw")
     staged = None
     try:
         with torch.no_grad():
-            torch.onnx.export(module, torch.zeros(1, 3, size, size), str(raw), dynamo=False,
+            torch.onnx.export(exported, torch.zeros(1, 3, size, size), str(raw), dynamo=False,
                               opset_version=OPSET, input_names=[INPUT], output_names=[OUTPUT],
-                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                              dynamic_axes={INPUT: axes, OUTPUT: {0: "batch"}},
                               do_constant_folding=True)
         staged = stage_model(with_card(onnx.load(str(raw)), card), out)
         raw.unlink()
@@ -88,6 +98,10 @@ def export_fp32(module, card: ModelCard, out: Path, frames: list[np.ndarray],
         rng = np.random.default_rng(seed)
         sets = {"random inputs": [rng.random((3, size, size), np.float32) for _ in range(4)],
                 "prepared frames": frames}
+        if card.input_sizes == "any":
+            from frameqc.export.any_size import random_images
+
+            sets.update(random_images(rng))
         checks = []
         for name, tensors in sets.items():
             batches = batched(tensors)

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from frameqc.export.gate import INPUT, batched
+from frameqc.export.calibration import chunked_reader
+from frameqc.export.gate import INPUT
 
 #: Modules whose nodes stay fp32, by name (the trials above).
 KEEP_FP32 = ("classifier.6",)
@@ -46,6 +47,8 @@ def calibrate(fp32: Path, calibration: list[np.ndarray], raw: Path) -> None:
 
     onnxruntime's pre-processing (shape inference, graph optimisation) runs first, on a
     one-file copy (it loses a ``.data`` file); the copies are removed whatever happens.
+    Frames of different sizes are calibrated in passes of one size
+    (:func:`~frameqc.export.calibration.chunked_reader`).
     """
     import onnx
 
@@ -53,21 +56,12 @@ def calibrate(fp32: Path, calibration: list[np.ndarray], raw: Path) -> None:
 
     import_onnxruntime()  # before its quantization package: telemetry off
     from onnxruntime.quantization import (
-        CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(batched(calibration, 1))
-
-        def get_next(self):
-            b = next(self._it, None)
-            return None if b is None else {INPUT: b}
 
     whole = fp32.with_name(f".{fp32.name}.{os.getpid()}.whole")
     pre = fp32.with_name(f".{fp32.name}.{os.getpid()}.pre")
@@ -78,7 +72,9 @@ def calibrate(fp32: Path, calibration: list[np.ndarray], raw: Path) -> None:
                 if n.op_type in ("Conv", "Gemm", "MatMul")
                 and any(_is(n.name, k) for k in KEEP_FP32)]
         with contextlib.redirect_stdout(io.StringIO()):  # the calibrator's own chatter
-            quantize_static(str(pre), str(raw), Reader(), quant_format=QuantFormat.QDQ,
+            quantize_static(str(pre), str(raw), chunked_reader(INPUT, calibration),
+                            extra_options={"CalibStridedMinMax": 1},  # a pass per size
+                            quant_format=QuantFormat.QDQ,
                             per_channel=True, weight_type=QuantType.QInt8,
                             activation_type=QuantType.QUInt8,
                             op_types_to_quantize=["Conv", "Gemm", "MatMul"],

@@ -43,10 +43,12 @@ def test_text_line_is_the_seeds(exported, fits_dir):
     path = str(fits_dir / "full_good.fits")
     code, out, _ = run_cli("classify", "--model", str(exported["fp32"]), path)
     assert code == 0
-    m = re.fullmatch(r"(\d) (\d\.\d{3}) (\S+) (.+)\n", out)
+    m = re.fullmatch(r"(\d) (\d\.\d{1,3}) (\S+) (.+)\n", out)
     assert m, out
     index, prob, label, shown = m.groups()
     assert LABELS[int(index)] == label and shown == path and 0.5 <= float(prob) <= 1.0
+    code, js, _ = run_cli("classify", "--model", str(exported["fp32"]), "-f", "json", path)
+    assert prob == str(np.round(json.loads(js)["probability"], 3))  # upstream's print
 
 
 def test_json_csv_and_errors_keep_going(exported, broken_dir):

@@ -84,7 +84,7 @@ def test_rgb_recipe():
     assert t.shape == (3, 224, 224)
     np.testing.assert_array_equal(t[1], rgb[:, :, 1].astype(np.float32) / np.float32(255))
     with pytest.raises(FrameError, match="image is 300x200"):
-        RGBRecipe().prepare(Frame(PNG, np.zeros((200, 300, 3), np.uint8)))
+        RGBRecipe(size=224).prepare(Frame(PNG, np.zeros((200, 300, 3), np.uint8)))
     with pytest.raises(FrameError, match="FITS file cannot go"):
         RGBRecipe().prepare(Frame(FITS, np.zeros((224, 224))))
 
@@ -101,3 +101,52 @@ def test_make_recipe_and_binning_values():
             parse_binning(bad)
     with pytest.raises(UsageError, match="unknown recipe"):
         make_recipe({"name": "sqrt"})
+
+
+def test_a_new_recipe_is_its_module_and_registration(monkeypatch, tmp_path):
+    """One registered class is all the card, seen/, calibration and export --help need."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from frameqc.export.calibration import synthetic_tensors
+    from frameqc.runtime.lifecycle.seen import preview, recipes_for
+    from frameqc.runtime.model.card import ModelCard
+    from frameqc.runtime.model.recipes import base, register
+
+    from conftest import run_cli
+
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+
+    @register
+    @dataclass(frozen=True)
+    class SqrtRecipe(AsinhRecipe):
+        name: ClassVar[str] = "sqrt"
+        help: ClassVar[str] = "FITS, square root"
+        gain: float = 2.0
+
+    card = ModelCard(labels=("a", "b"), recipe={"name": "sqrt", "gain": 3.0})
+    recipe = make_recipe(card.recipe, card.input_size)
+    assert isinstance(recipe, SqrtRecipe) and recipe.gain == 3.0
+    assert recipe.params() == {"name": "sqrt", "binning": "auto", "black_percentile": 0.1,
+                               "white_percentile": 99.0, "gain": 3.0}
+    assert [type(r) for r in recipes_for(None)] == [AsinhRecipe, RGBRecipe, SqrtRecipe]
+    assert [type(r) for r in recipes_for(card)] == [SqrtRecipe]
+    assert len(synthetic_tensors(recipe, 2)) == 2
+    write = tmp_path / "f.fits"
+    from frameqc.runtime.data.synthetic import write_fits
+
+    write_fits(write, make_frame("good", 681, 0))
+    assert preview(str(write), recipes_for(card)).shape == (224, 224)
+    code, out, _ = run_cli("export", "--help")
+    assert code == 0 and "sqrt (FITS, square root)" in " ".join(out.split())
+    assert "{asinh,rgb,sqrt}" in out
+    with pytest.raises(UsageError, match="unknown recipe 'cube'; known: asinh, rgb, sqrt"):
+        ModelCard(labels=("a", "b"), recipe={"name": "cube"})
+
+
+def test_export_help_is_unchanged():
+    from conftest import run_cli
+
+    code, out, _ = run_cli("export", "--help")
+    assert code == 0
+    assert "preparation: asinh (FITS, default) or rgb (JPEG/PNG)" in " ".join(out.split())

@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
     p.add_argument("--bin", metavar="auto|none|N",
                    help="median binning of FITS frames (default: the card's, auto)")
     p.add_argument("--preview", metavar="DIR",
-                   help="save the prepared 224x224 image the network saw as DIR/NAME.png")
+                   help="save the prepared image the network saw as DIR/NAME.png")
     p.add_argument("--socket", metavar="PATH",
                    help="insist on the server at PATH (default: use the server on "
                         "$FRAMEQC_SOCKET or the default socket if it answers, else run here)")

@@ -35,6 +35,11 @@ PNG = "png"
 #: The largest image read, in pixels: refused from its header, before its data are read or
 #: inflated. IO:O's full unbinned frame is 4096x4112 (17 Mpx); this is twice that.
 DEFAULT_MAX_PIXELS = 1 << 25  # 33.5 Mpx
+#: The largest JPEG/PNG a model of any input size runs at its own size: vgg16 at H x W
+#: needs about 0.6 kB a pixel besides its weights (docs/performance.md: Sizes): 2.9 GB
+#: in the server at 2048x2048.
+IMAGE_PIXELS_ENV = "FRAMEQC_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_IMAGE_PIXELS = 2048 * 2048
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,16 @@ def max_pixels() -> int:
         return DEFAULT_MAX_PIXELS
     if not value.isdigit() or int(value) < 1:
         raise UsageError(f"${MAX_PIXELS_ENV} must be a whole number of pixels, not {value!r}")
+    return int(value)
+
+
+def max_image_pixels() -> int:
+    """``$FRAMEQC_MAX_IMAGE_PIXELS``, else :data:`DEFAULT_MAX_IMAGE_PIXELS`."""
+    value = os.environ.get(IMAGE_PIXELS_ENV)
+    if not value:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"${IMAGE_PIXELS_ENV} must be a whole number of pixels, not {value!r}")
     return int(value)
 
 

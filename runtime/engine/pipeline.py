@@ -2,6 +2,9 @@
 
 Frames of the next batch are read and prepared in a worker thread while the current
 batch runs through the network (numpy, astropy I/O and onnxruntime release the GIL).
+Frames of different sizes (JPEGs for a model of any input size) cannot share a network
+batch: they are grouped by size, in groups of at most BATCH_PIXELS pixels (a larger frame
+alone), and their results come back in input order.
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ from frameqc.runtime.model.engines.choice import pick
 from frameqc.runtime.model.engines.cpuflags import cpu_flags
 from frameqc.runtime.model.engines.openvino import import_openvino
 from frameqc.runtime.model.peek import read_card
-from frameqc.runtime.model.recipes import Prepared, Recipe, make_recipe
+from frameqc.runtime.model.recipes import Prepared, Recipe, recipe_for
 from frameqc.runtime.model.session import Model
 from frameqc.runtime.util.text import first_line
+
+#: Pixels one network batch may hold: eight 224x224 frames, as many of one size as fit
+#: (vgg16's activations grow with pixels, not frames; a frame larger than this runs alone).
+BATCH_PIXELS = 8 * 224 * 224
 
 
 @dataclass
@@ -82,7 +89,7 @@ class Classifier:
         self._loading = model if isinstance(model, Future) else None
         self.card: ModelCard = card  # known before the session is built
         binning, threshold = check_overrides(binning, threshold)
-        self.recipe = make_recipe(card.recipe, card.input_size, binning)
+        self.recipe = recipe_for(card, binning)
         self.threshold = card.threshold if threshold is None else threshold
 
     def wait_model(self) -> Model:
@@ -159,16 +166,16 @@ class Classifier:
         return out
 
     def _infer(self, results: list[Result]) -> list[Result]:
-        ready = [r for r in results if r.prepared is not None]
-        if ready:
+        """Decide every prepared result in place, batch by batch of one size."""
+        card, model = self.card, self.wait_model()
+        for group in size_groups([r for r in results if r.prepared is not None]):
             t0 = time.perf_counter()
-            probs = self.wait_model().predict(np.stack([r.prepared.tensor for r in ready]))
-            each = (time.perf_counter() - t0) / len(ready)
-            card = self.card
-            for r, p in zip(ready, probs, strict=True):
+            probs = model.predict(np.stack([r.prepared.tensor for r in group]))
+            each = (time.perf_counter() - t0) / len(group)
+            for r, p in zip(group, probs, strict=True):
                 r.decision = decide(p, card.labels, card.alerts, self.threshold, card.margin)
                 r.timings["infer"] = each
-                r.engine = self.model.engine
+                r.engine = model.engine
         return results
 
     def run(self, sources: Iterable[Source | tuple[str, Source]], batch_size: int = 8
@@ -200,6 +207,19 @@ class Classifier:
         self.wait_model()  # a model that cannot load is said before any frame
         return self._infer(self._prepare_all([(_name(source) if name is None else name,
                                                source)]))[0]
+
+
+def size_groups(ready: list[Result], pixels: int = BATCH_PIXELS) -> list[list[Result]]:
+    """Results of one tensor shape together, in input order within a shape, each group at
+    most ``pixels`` pixels (a frame larger than that alone)."""
+    by_shape: dict[tuple[int, ...], list[list[Result]]] = {}
+    for r in ready:
+        shape = r.prepared.tensor.shape
+        groups = by_shape.setdefault(shape, [[]])
+        if groups[-1] and (len(groups[-1]) + 1) * shape[-1] * shape[-2] > pixels:
+            groups.append([])
+        groups[-1].append(r)
+    return [g for groups in by_shape.values() for g in groups]
 
 
 def _name(source: Source) -> str:

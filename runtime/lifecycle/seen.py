@@ -19,7 +19,7 @@ from frameqc.runtime.data.reader import read_frame
 from frameqc.runtime.errors import FrameError, UsageError
 from frameqc.runtime.lifecycle.page import write_png
 from frameqc.runtime.model.card import ModelCard
-from frameqc.runtime.model.recipes import AsinhRecipe, Recipe, RGBRecipe, make_recipe
+from frameqc.runtime.model.recipes import Recipe, recipe_classes, recipe_for
 from frameqc.runtime.util.files import write_atomic
 
 #: Where thumbnails are kept in a page's folder.
@@ -29,8 +29,8 @@ SEEN = "seen"
 def recipes_for(card: ModelCard | None) -> list[Recipe]:
     """The card's recipe; without a card, the default recipe of each kind of frame."""
     if card is not None:
-        return [make_recipe(card.recipe, card.input_size)]
-    return [AsinhRecipe(), RGBRecipe()]
+        return [recipe_for(card)]
+    return [cls() for cls in recipe_classes()]
 
 
 def preview(path: str, recipes: Sequence[Recipe]) -> np.ndarray | None:

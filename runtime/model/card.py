@@ -19,8 +19,17 @@ PREFIX = "frameqc."
 
 Binning = str | int  # "auto", "none" or a box size
 
-#: The preparation recipes a card may name (built in :mod:`~frameqc.runtime.model.recipes`).
-RECIPE_NAMES = ("asinh", "rgb")
+
+#: What ``input_sizes`` may say: one size (``input_size`` square), or any from MIN_SIDE up.
+INPUT_SIZES = ("fixed", "any")
+#: The smallest side vgg16 takes: five 2x2 max-pools leave a 1x1 feature map at 32 px.
+MIN_SIDE = 32
+
+
+def _default_recipe() -> dict[str, Any]:
+    from frameqc.runtime.model.recipes import default_recipe
+
+    return {"name": default_recipe()}
 
 
 @dataclass(frozen=True)
@@ -35,8 +44,9 @@ class ModelCard:
     alerts: tuple[str, ...] = ()
     threshold: float = 0.5
     margin: float = DEFAULT_MARGIN  # probabilities moved this far may flip a doubtful decision
-    recipe: dict[str, Any] = field(default_factory=lambda: {"name": "asinh"})
-    input_size: int = 224
+    recipe: dict[str, Any] = field(default_factory=_default_recipe)
+    input_size: int = 224  # the side it was exported (traced) at
+    input_sizes: str = "fixed"  # "fixed": input_size square only; "any": 32 px up, own size
     precision: str = "fp32"
     weights_sha256: str = ""
     weights_name: str = ""
@@ -47,6 +57,7 @@ class ModelCard:
     notes: str = ""
     training: dict[str, Any] = field(default_factory=dict)  # what `frameqc train` did
     quantization: dict[str, Any] = field(default_factory=dict)  # int8/bf16 against fp32
+    sizes_checked: dict[str, Any] = field(default_factory=dict)  # input sizes each check saw
 
     def __post_init__(self) -> None:
         """Checked as strictly as a command line: a wrong type is an error, never coerced."""
@@ -62,10 +73,16 @@ class ModelCard:
                              f"{self.input_size!r}")
         if not isinstance(self.recipe, dict) or not isinstance(self.recipe.get("name"), str):
             raise UsageError(f"recipe must be a table with a name, not {self.recipe!r}")
-        if self.recipe["name"] not in RECIPE_NAMES:
-            raise UsageError(f"unknown recipe {self.recipe['name']!r}; known: "
-                             f"{', '.join(RECIPE_NAMES)}")
-        for name in ("training", "quantization"):
+        from frameqc.runtime.model.recipes import recipe_class  # the registry, light
+
+        recipe = recipe_class(self.recipe["name"])
+        if self.input_sizes not in INPUT_SIZES:
+            raise UsageError(f"input_sizes must be one of {', '.join(INPUT_SIZES)}, not "
+                             f"{self.input_sizes!r}")
+        if self.input_sizes == "any" and not recipe.any_size:
+            raise UsageError(f"the '{recipe.name}' recipe prepares one size; input_sizes "
+                             "cannot be 'any'")
+        for name in ("training", "quantization", "sizes_checked"):
             if not isinstance(getattr(self, name), dict):
                 raise UsageError(f"{name} must be a table, not {getattr(self, name)!r}")
         for f in fields(self):
@@ -82,6 +99,13 @@ class ModelCard:
         if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) \
                 or not 0.0 <= self.margin < 0.5:
             raise UsageError(f"margin must be a number in [0, 0.5), not {self.margin!r}")
+
+    def sizes_text(self) -> str:
+        """The input sizes the model takes, as ``frameqc info`` says them."""
+        if self.input_sizes == "any":
+            return (f"any from {MIN_SIDE}x{MIN_SIDE} up to the image pixel limit, at the "
+                    "image's own size")
+        return f"{self.input_size}x{self.input_size} only"
 
     @property
     def model_id(self) -> str:
@@ -163,6 +187,9 @@ class ModelCard:
         rows["labels"] = ", ".join(f"{i}={name}" for i, name in enumerate(self.labels))
         rows["alerts"] = ", ".join(self.alerts) or "(none: top class)"
         rows["recipe"] = " ".join(f"{k}={v}" for k, v in self.recipe.items())
+        rows["input_sizes"] = self.sizes_text()
+        rows["sizes_checked"] = "; ".join(f"{k}: {' '.join(v)}"
+                                          for k, v in self.sizes_checked.items())
         for name in ("training", "quantization"):
             rows[name] = " ".join(f"{k}={json.dumps(v) if isinstance(v, (dict, list)) else v}"
                                   for k, v in getattr(self, name).items())

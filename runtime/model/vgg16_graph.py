@@ -3,6 +3,12 @@
 Parameters are named as torchvision's vgg16 ``state_dict`` (``features.0.weight``, ...,
 ``classifier.6.3.bias``), so a graph built here computes what the exported one does.
 Used by ``frameqc demo``, which must work with no torch on the machine.
+
+At 224 px the last feature map is 7x7 and torchvision's ``AdaptiveAvgPool2d((7, 7))`` does
+nothing, so a fixed-size graph has no pooling. A graph for any size (``size=None``) pools
+exactly as torchvision does, with two averaging matrices built from the feature map's
+shape inside the graph (:func:`_exact_pool`), as the exported one does
+(``export/any_size.py``).
 """
 
 from __future__ import annotations
@@ -95,10 +101,48 @@ def write_params(params: Iterable[tuple[str, np.ndarray]], data: Path) -> dict[s
     return out
 
 
+def _exact_pool(add, x: str, consts: dict[str, np.ndarray]) -> str:
+    """torchvision's ``AdaptiveAvgPool2d((7, 7))`` for any feature map: ``P_h X P_w^T``.
+
+    Row i of ``P`` averages positions ``floor(i*L/7)`` to ``ceil((i+1)*L/7) - 1`` of a side
+    L (integer division of non-negative numbers floors); Einsum keeps it out of int8.
+    """
+    cells = 7
+    consts.update({"pool.i": np.arange(cells, dtype=np.int64),
+                   "pool.i1": np.arange(1, cells + 1, dtype=np.int64),
+                   "pool.n": np.array(cells, np.int64), "pool.n1": np.array(cells - 1, np.int64),
+                   "pool.zero": np.array(0, np.int64), "pool.one": np.array(1, np.int64),
+                   "pool.axis0": np.array([0], np.int64), "pool.axis1": np.array([1], np.int64)})
+    shape = add("Shape", [x], "pool.shape")
+    mats = []
+    for axis, side in ((2, "h"), (3, "w")):
+        consts[f"pool.{side}.axis"] = np.array(axis, np.int64)
+        n = add("Gather", [shape, f"pool.{side}.axis"], f"pool.{side}.L", axis=0)
+        start = add("Div", [add("Mul", ["pool.i", n], f"pool.{side}.iL"), "pool.n"],
+                    f"pool.{side}.start")
+        end = add("Div", [add("Add", [add("Mul", ["pool.i1", n], f"pool.{side}.i1L"),
+                                      "pool.n1"], f"pool.{side}.up"), "pool.n"],
+                  f"pool.{side}.end")
+        pos = add("Unsqueeze", [add("Range", ["pool.zero", n, "pool.one"], f"pool.{side}.pos"),
+                                "pool.axis0"], f"pool.{side}.row")
+        lo = add("Unsqueeze", [start, "pool.axis1"], f"pool.{side}.lo")
+        hi = add("Unsqueeze", [end, "pool.axis1"], f"pool.{side}.hi")
+        inside = add("And", [add("GreaterOrEqual", [pos, lo], f"pool.{side}.ge"),
+                             add("Less", [pos, hi], f"pool.{side}.lt")], f"pool.{side}.in")
+        count = add("Cast", [add("Sub", [hi, lo], f"pool.{side}.n")], f"pool.{side}.count",
+                    to=1)
+        mats.append(add("Div", [add("Cast", [inside], f"pool.{side}.mask", to=1), count],
+                        f"pool.{side}.P"))
+    y = add("Einsum", [x, mats[1]], "pool.cols", equation="nchw,jw->nchj")
+    return add("Einsum", [mats[0], y], "avgpool", equation="ih,nchj->ncij")
+
+
 def build_graph(params: dict[str, Any], output: str = "probabilities",
-                metadata: dict[str, str] | None = None, size: int = 224,
+                metadata: dict[str, str] | None = None, size: int | None = 224,
                 features: bool = False):
     """An ``onnx.ModelProto``: ``image [batch, 3, size, size]`` -> ``output``.
+
+    ``size=None``: any height and width from 32 px up, pooled as torchvision pools.
 
     ``params`` are numpy arrays, or initializers from :func:`write_params`.
     ``output="features"`` stops after ``classifier.4`` (the 4096 ReLU features the
@@ -124,6 +168,9 @@ def build_graph(params: dict[str, Any], output: str = "probabilities",
                     f"features.{i}", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
             x = add("Relu", [x], f"features.{i + 1}")
             i += 2
+    consts: dict[str, np.ndarray] = {}
+    if size is None:
+        x = _exact_pool(add, x, consts)
     x = add("Flatten", [x], "flatten", axis=1)
     used = [k for k in params if k.startswith("features.")]
     layers = ["classifier.0", "classifier.3"]
@@ -145,12 +192,14 @@ def build_graph(params: dict[str, Any], output: str = "probabilities",
     if features:
         outputs.append(helper.make_tensor_value_info(
             FEATURES, TensorProto.FLOAT, ["batch", _shape(params["classifier.3.weight"])[0]]))
+    side = ["height", "width"] if size is None else [size, size]
     graph = helper.make_graph(
         nodes, "frameqc_vgg16",
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 3, *side])],
         outputs, initializer=[params[k] if isinstance(params[k], onnx.TensorProto)
                               else numpy_helper.from_array(np.ascontiguousarray(params[k]), k)
-                              for k in used])
+                              for k in used]
+        + [numpy_helper.from_array(v, k) for k, v in consts.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                               producer_name="frameqc")
     model.ir_version = 8

@@ -168,13 +168,32 @@ def flat(rec: dict, labels: Sequence[str]) -> dict[str, Any]:
 
 
 def text_line(rec: dict) -> str:
-    """The upstream classifier's line: ``<index> <probability:.3f> <label> <path>``."""
-    return f"{rec['index']} {rec['probability']:.3f} {rec['label']} {rec['path']}"
+    """The upstream classifier's line, as its ``print(int(index), numpy.round(float(p), 3),
+    label, path)`` wrote it: ``1 0.998 OK /data/x.fits``, ``1 1.0 OK ...``, ``0 0.5 ...``.
+
+    ``numpy.round`` of a float is ``rint(p * 1000) / 1000`` in float64, and numpy prints a
+    float64 as Python does; ``round`` (half to even, as ``rint``) gives the same number
+    without numpy on the light path.
+    """
+    p = round(float(rec["probability"]) * 1000.0) / 1000.0
+    return f"{rec['index']} {p!r} {rec['label']} {rec['path']}"
 
 
 def tcp_reply(rec: dict) -> str:
-    """The upstream wobble server's TCP reply: ``<label> <probability:.3f>``, or an error."""
-    return f"ERROR {rec['error']}" if failed(rec) else f"{rec['label']} {rec['probability']:.3f}"
+    """The upstream wobble server's TCP reply, or ``ERROR <why>``.
+
+    Upstream answered ``decision + " " + str(numpy.round(p, 3))`` with ``p`` the float32
+    probability of the most probable class, not of the decision: an alert label on top
+    but under its threshold is answered ``OK`` with the alert's probability (``OK 0.552``).
+    Existing clients parse these lines, so the text is upstream's; the record keeps the
+    decided label's probability (docs/upstream.md).
+    """
+    if failed(rec):
+        return f"ERROR {rec['error']}"
+    import numpy as np
+
+    top = np.float32(max(rec["probabilities"].values()))
+    return f"{rec['label']} {np.round(top, 3)!s}"
 
 
 def arrow_schema(labels: Sequence[str]):

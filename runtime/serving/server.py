@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TextIO
 
 from frameqc.runtime import __version__
-from frameqc.runtime.data.reader import max_pixels
+from frameqc.runtime.data.reader import max_image_pixels, max_pixels
 from frameqc.runtime.engine.pipeline import Classifier, Result
 from frameqc.runtime.errors import FrameError, FrameQCError, UsageError
 from frameqc.runtime.model.cpu import available_cpus
@@ -298,6 +298,7 @@ def check_options(tcp: str | None, log: str | None) -> tuple[str, int] | None:
     """What can be refused before the model is loaded or a socket bound: the options and
     the environment a request would otherwise trip over."""
     max_pixels()
+    max_image_pixels()
     if log:
         check_appendable(log, "--log")
     return parse_hostport(tcp) if tcp else None
