@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,32 +13,11 @@ from astropy.io import fits
 
 from frameqc.runtime.data.synthetic import make_frame, write_fits
 
-LABELS = ("Shutter", "OK")
+from helpers import LABELS, run_cli
 
 #: Every model the tests build would leave a copy of its weights in the graph cache: it is
 #: off for the suite (and its subprocesses), and on in tests/test_graphcache.py.
 os.environ["FRAMEQC_GRAPH_CACHE"] = "off"
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    """Run ``frameqc ARGV`` in this process; returns (exit code, stdout, stderr)."""
-    from frameqc.runtime.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
-def frameqc(*argv: str, env: dict | None = None, timeout: float = 120
-            ) -> subprocess.CompletedProcess:
-    """Run ``frameqc ARGV`` in a new process, stdin closed, ``env`` over this environment."""
-    return subprocess.run([sys.executable, "-m", "frameqc.runtime.cli", *argv],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
 
 
 def _spread_head(net, tensors: list[np.ndarray]) -> None:
@@ -141,6 +116,12 @@ def fits_dir(tmp_path_factory) -> Path:
         d / "fpacked.fits.fz")
     write_fits(d / "nonsquare.fits", make_frame("shutter", (1536, 2048), 9))
     return d
+
+
+@pytest.fixture()
+def good(tmp_path, fits_dir) -> Path:
+    shutil.copy(fits_dir / "full_good.fits", tmp_path / "a_good.fits")
+    return tmp_path / "a_good.fits"
 
 
 @pytest.fixture()

@@ -18,7 +18,7 @@ import pytest
 
 from frameqc.runtime.model.install import weights_file
 
-from conftest import run_cli
+from helpers import run_cli
 
 ROOT = Path(__file__).parent.parent
 BASE = os.environ.get("FRAMEQC_BASE_IMAGE", "python:3.12-slim")

@@ -16,7 +16,7 @@ import pytest
 
 from frameqc.runtime.data.synthetic import make_frame, write_fits
 
-from conftest import LABELS, run_cli
+from helpers import LABELS, run_cli
 
 torch = pytest.importorskip("torch")
 

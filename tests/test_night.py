@@ -23,7 +23,7 @@ import pytest
 
 from frameqc.runtime.data.synthetic import make_frame, write_fits
 
-from conftest import run_cli
+from helpers import run_cli
 
 SIZE = 454  # binned 2x2 by --bin auto to 227: a 2048 frame's look at a tenth of the cost
 NIGHT = "2025-07-08"
