@@ -15,6 +15,9 @@ from frameqc.runtime.data.synthetic import make_frame, write_fits
 
 from helpers import LABELS, run_cli
 
+#: Marks each test by what it needs (torch, a browser, influxd): see tests/marking.py.
+pytest_plugins = ["marking"]
+
 #: Every model the tests build would leave a copy of its weights in the graph cache: it is
 #: off for the suite (and its subprocesses), and on in tests/test_graphcache.py.
 os.environ["FRAMEQC_GRAPH_CACHE"] = "off"

@@ -19,6 +19,8 @@ from helpers import frameqc, run_cli
 pytest.importorskip("distributed", reason="the dask extra is part of the test install")
 pa_ds = pytest.importorskip("pyarrow.dataset")
 
+pytestmark = pytest.mark.dask
+
 #: The ``dask`` command (``python -m dask``: a venv without its console script has it too).
 DASK = [sys.executable, "-m", "dask"]
 

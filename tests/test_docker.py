@@ -20,6 +20,8 @@ from frameqc.runtime.model.install import weights_file
 
 from helpers import run_cli
 
+pytestmark = pytest.mark.docker
+
 ROOT = Path(__file__).parent.parent
 BASE = os.environ.get("FRAMEQC_BASE_IMAGE", "python:3.12-slim")
 MAX_OVER_BASE = 300 * 2**20
