@@ -1,7 +1,14 @@
-"""Session fixtures: one real vgg16 state_dict, exported once to fp32 and int8 ONNX."""
+"""Session fixtures: one real vgg16 state_dict, exported once to fp32 and int8 ONNX.
+
+What the session shares lives in one folder (``session_dir``), removed when the session ends;
+any file of a megabyte or more left in pytest's temporary folder (a model, weights, a
+frame, an image) is removed then too, whatever the outcome, and a passed test's own folder
+as soon as it passes (``tmp_path_retention_policy`` in pyproject.toml): a run leaves only
+the small files of what failed."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
@@ -21,6 +28,35 @@ pytest_plugins = ["marking"]
 #: Every model the tests build would leave a copy of its weights in the graph cache: it is
 #: off for the suite (and its subprocesses), and on in tests/test_graphcache.py.
 os.environ["FRAMEQC_GRAPH_CACHE"] = "off"
+
+
+#: A file this large in pytest's temporary folder is removed when the session ends.
+LARGE = 1 << 20
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_large_files(tmp_path_factory):
+    """Torn down last: sweeps what the other fixtures and the tests left behind."""
+    yield
+    for root, _, files in os.walk(tmp_path_factory.getbasetemp()):
+        for name in files:
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                if not os.path.islink(path) and os.lstat(path).st_size >= LARGE:
+                    os.unlink(path)
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory) -> Path:
+    """The session's shared folder (models, frames), removed when the session ends."""
+    path = tmp_path_factory.mktemp("session")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _folder(session_dir: Path, name: str) -> Path:
+    (session_dir / name).mkdir()
+    return session_dir / name
 
 
 def _spread_head(net, tensors: list[np.ndarray]) -> None:
@@ -47,7 +83,7 @@ def _spread_head(net, tensors: list[np.ndarray]) -> None:
 
 
 @pytest.fixture(scope="session")
-def weights(tmp_path_factory) -> Path:
+def weights(session_dir) -> Path:
     """A real vgg16 + head state_dict (random init, spread head), saved with torch.save."""
     torch = pytest.importorskip("torch")
     from frameqc.export.calibration import synthetic_tensors
@@ -57,15 +93,15 @@ def weights(tmp_path_factory) -> Path:
     torch.manual_seed(1234)
     net = build_vgg16(len(LABELS))
     _spread_head(net, synthetic_tensors(AsinhRecipe(), 12, seed=100))
-    path = tmp_path_factory.mktemp("weights") / "vgg16-random.pt"
+    path = _folder(session_dir, "weights") / "vgg16-random.pt"
     torch.save(net.state_dict(), path)
     return path
 
 
 @pytest.fixture(scope="session")
-def exported(weights, tmp_path_factory) -> dict:
+def exported(weights, session_dir) -> dict:
     """``frameqc export --int8`` of ``weights``: paths and the printed report."""
-    out = tmp_path_factory.mktemp("model") / "model.onnx"
+    out = _folder(session_dir, "model") / "model.onnx"
     code, stdout, stderr = run_cli("export", str(weights), "--labels", ",".join(LABELS),
                                    "--alert", "Shutter", "-o", str(out), "--int8")
     assert code == 0, stderr
@@ -74,7 +110,7 @@ def exported(weights, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def runtime_model(tmp_path_factory) -> dict:
+def runtime_model(session_dir) -> dict:
     """A vgg16 model (fp32 and int8) made without torch, for tests that need no export.
 
     The graph comes from the runtime's own builder (random weights, torchvision's init),
@@ -90,7 +126,7 @@ def runtime_model(tmp_path_factory) -> dict:
 
     card = ModelCard(labels=LABELS, alerts=("Shutter",), weights_sha256="0123456789ab" * 5,
                      weights_name="random vgg16 (tests)")
-    out = tmp_path_factory.mktemp("runtime_model") / "model.onnx"
+    out = _folder(session_dir, "runtime_model") / "model.onnx"
     install_model(stage_model(build_graph(random_params(len(LABELS), seed=3),
                                           metadata=card.to_metadata()), out), out)
     frames = synthetic_tensors(AsinhRecipe(), 6)
@@ -99,9 +135,9 @@ def runtime_model(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def fits_dir(tmp_path_factory) -> Path:
+def fits_dir(session_dir) -> Path:
     """Real FITS files in the forms the runtime must read (see each name)."""
-    d = tmp_path_factory.mktemp("frames")
+    d = _folder(session_dir, "frames")
     write_fits(d / "full_good.fits", make_frame("good", 2048, 1))
     write_fits(d / "full_shutter.fits", make_frame("shutter", 2048, 2))
     write_fits(d / "full_wobble.fits", make_frame("wobble", 2048, 3))
