@@ -171,11 +171,24 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if (collection_path.suffix == ".py" and collection_path.name.startswith("test_")
-            and not torch_importable() and not _selects_torch(config)
-            and file_needs_torch(collection_path)):
-        return True
-    return None
+    return True if _left_out(collection_path, config) else None
+
+
+def _left_out(path: Path, config: pytest.Config) -> bool:
+    """A torch module that this run leaves out: torch is missing and ``-m`` leaves it out."""
+    return (path.suffix == ".py" and path.name.startswith("test_") and not torch_importable()
+            and not _selects_torch(config) and file_needs_torch(path))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """A module named on the command line is collected whatever ``pytest_ignore_collect``
+    says: its skip (``importorskip("torch")``) is then no skip, just nothing collected."""
+    report = yield
+    if (report.skipped and isinstance(collector, pytest.Module)
+            and _left_out(Path(collector.path), collector.config)):
+        report.outcome, report.longrepr, report.result = "passed", None, []
+    return report
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -137,6 +137,9 @@ def test_without_torch_its_modules_are_left_out_not_skipped(tmp_path):
     summary = proc.stdout.strip().splitlines()[-1]
     assert proc.returncode == 1, proc.stdout  # the late import fails, nothing skips:
     assert re.match(r"1 failed, 1 passed, 3 deselected in ", summary), summary
+    proc = _pytest(root, "-m", "not torch", "test_module_asks_for_torch.py", torch=False)
+    assert proc.returncode == 5 and "no tests ran" in proc.stdout, proc.stdout  # named: same
+    assert "skipped" not in proc.stdout
     proc = _pytest(root, "--collect-only", torch=False)  # asked for everything: say what is not
     assert "SKIPPED" in proc.stdout and "ModuleNotFoundError" in proc.stdout
 
