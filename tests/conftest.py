@@ -1,14 +1,17 @@
-"""Session fixtures: one real vgg16 state_dict, exported once to fp32 and int8 ONNX."""
+"""Session fixtures: one real vgg16 state_dict, exported once to fp32 and int8 ONNX.
+
+What the session shares lives in one folder (``session_dir``), removed when the session ends;
+any file of a megabyte or more left in pytest's temporary folder (a model, weights, a
+frame, an image) is removed then too, whatever the outcome, and a passed test's own folder
+as soon as it passes (``tmp_path_retention_policy`` in pyproject.toml): a run leaves only
+the small files of what failed."""
 
 from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,10 @@ from astropy.io import fits
 
 from frameqc.runtime.data.synthetic import make_frame, write_fits
 
-LABELS = ("Shutter", "OK")
+from helpers import LABELS, run_cli, spread_head
+
+#: Marks each test by what it needs (torch, a browser, influxd): see tests/marking.py.
+pytest_plugins = ["marking"]
 
 #: Every model the tests build would leave a copy of its weights in the graph cache: it is
 #: off for the suite (and its subprocesses), and on in tests/test_graphcache.py.
@@ -27,52 +33,38 @@ os.environ["FRAMEQC_GRAPH_CACHE"] = "off"
 os.environ["FRAMEQC_ENGINE"] = "onnxruntime"
 
 
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    """Run ``frameqc ARGV`` in this process; returns (exit code, stdout, stderr)."""
-    from frameqc.runtime.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+#: A file this large in pytest's temporary folder is removed when the session ends.
+LARGE = 1 << 20
 
 
-def frameqc(*argv: str, env: dict | None = None, timeout: float = 120
-            ) -> subprocess.CompletedProcess:
-    """Run ``frameqc ARGV`` in a new process, stdin closed, ``env`` over this environment."""
-    return subprocess.run([sys.executable, "-m", "frameqc.runtime.cli", *argv],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
-
-
-def _spread_head(net, tensors: list[np.ndarray]) -> None:
-    """Scale the last layer so the probabilities spread over (0, 1) on real frames.
-
-    Random-init vgg16 gives nearly equal logits everywhere, which would make parity
-    trivially met; this makes differences between frames show in the probabilities.
-    """
-    import torch
-
-    head = net.classifier[6]
-    with torch.no_grad():
-        x = torch.from_numpy(np.stack(tensors))
-        hidden = head[2](head[1](head[0](net.classifier[:6](torch.flatten(
-            net.avgpool(net.features(x)), 1)))))
-        d = (hidden @ (head[3].weight[0] - head[3].weight[1]) + head[3].bias[0]
-             - head[3].bias[1])
-        k = 2.5 / float(d.std())
-        head[3].weight *= k
-        head[3].bias *= k
-        shift = float(d.mean()) * k / 2
-        head[3].bias[0] -= shift
-        head[3].bias[1] += shift
+@pytest.fixture(scope="session", autouse=True)
+def _remove_large_files(tmp_path_factory):
+    """Torn down last: sweeps what the other fixtures and the tests left behind."""
+    yield
+    for root, _, files in os.walk(tmp_path_factory.getbasetemp()):
+        for name in files:
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                if not os.path.islink(path) and os.lstat(path).st_size >= LARGE:
+                    os.unlink(path)
 
 
 @pytest.fixture(scope="session")
-def weights(tmp_path_factory) -> Path:
+def session_dir(tmp_path_factory) -> Path:
+    """The session's shared folder (models, frames), removed when the session ends."""
+    path = tmp_path_factory.mktemp("session")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _folder(session_dir: Path, name: str) -> Path:
+    (session_dir / name).mkdir()
+    return session_dir / name
+
+
+
+@pytest.fixture(scope="session")
+def weights(session_dir) -> Path:
     """A real vgg16 + head state_dict (random init, spread head), saved with torch.save."""
     torch = pytest.importorskip("torch")
     from frameqc.export.calibration import synthetic_tensors
@@ -81,16 +73,16 @@ def weights(tmp_path_factory) -> Path:
 
     torch.manual_seed(1234)
     net = build_vgg16(len(LABELS))
-    _spread_head(net, synthetic_tensors(AsinhRecipe(), 12, seed=100))
-    path = tmp_path_factory.mktemp("weights") / "vgg16-random.pt"
+    spread_head(net, synthetic_tensors(AsinhRecipe(), 12, seed=100))
+    path = _folder(session_dir, "weights") / "vgg16-random.pt"
     torch.save(net.state_dict(), path)
     return path
 
 
 @pytest.fixture(scope="session")
-def exported(weights, tmp_path_factory) -> dict:
+def exported(weights, session_dir) -> dict:
     """``frameqc export --int8`` of ``weights``: paths and the printed report."""
-    out = tmp_path_factory.mktemp("model") / "model.onnx"
+    out = _folder(session_dir, "model") / "model.onnx"
     code, stdout, stderr = run_cli("export", str(weights), "--labels", ",".join(LABELS),
                                    "--alert", "Shutter", "-o", str(out), "--int8")
     assert code == 0, stderr
@@ -99,7 +91,7 @@ def exported(weights, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def runtime_model(tmp_path_factory) -> dict:
+def runtime_model(session_dir) -> dict:
     """A vgg16 model (fp32 and int8) made without torch, for tests that need no export.
 
     The graph comes from the runtime's own builder (random weights, torchvision's init),
@@ -115,7 +107,7 @@ def runtime_model(tmp_path_factory) -> dict:
 
     card = ModelCard(labels=LABELS, alerts=("Shutter",), weights_sha256="0123456789ab" * 5,
                      weights_name="random vgg16 (tests)")
-    out = tmp_path_factory.mktemp("runtime_model") / "model.onnx"
+    out = _folder(session_dir, "runtime_model") / "model.onnx"
     install_model(stage_model(build_graph(random_params(len(LABELS), seed=3),
                                           metadata=card.to_metadata()), out), out)
     frames = synthetic_tensors(AsinhRecipe(), 6)
@@ -124,9 +116,9 @@ def runtime_model(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def fits_dir(tmp_path_factory) -> Path:
+def fits_dir(session_dir) -> Path:
     """Real FITS files in the forms the runtime must read (see each name)."""
-    d = tmp_path_factory.mktemp("frames")
+    d = _folder(session_dir, "frames")
     write_fits(d / "full_good.fits", make_frame("good", 2048, 1))
     write_fits(d / "full_shutter.fits", make_frame("shutter", 2048, 2))
     write_fits(d / "full_wobble.fits", make_frame("wobble", 2048, 3))
@@ -144,6 +136,12 @@ def fits_dir(tmp_path_factory) -> Path:
         d / "fpacked.fits.fz")
     write_fits(d / "nonsquare.fits", make_frame("shutter", (1536, 2048), 9))
     return d
+
+
+@pytest.fixture()
+def good(tmp_path, fits_dir) -> Path:
+    shutil.copy(fits_dir / "full_good.fits", tmp_path / "a_good.fits")
+    return tmp_path / "a_good.fits"
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def png_bytes(seed: int) -> bytes:

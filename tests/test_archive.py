@@ -14,10 +14,12 @@ import pytest
 
 from frameqc.runtime.data.synthetic import make_frame, write_fits
 
-from conftest import run_cli
+from helpers import frameqc, run_cli
 
 pytest.importorskip("distributed", reason="the dask extra is part of the test install")
 pa_ds = pytest.importorskip("pyarrow.dataset")
+
+pytestmark = pytest.mark.dask
 
 #: The ``dask`` command (``python -m dask``: a venv without its console script has it too).
 DASK = [sys.executable, "-m", "dask"]
@@ -39,11 +41,6 @@ def archive_dir(tmp_path_factory) -> Path:
     return root
 
 
-def frameqc(*argv, timeout=300, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "frameqc.runtime.cli", *argv],
-                          capture_output=True, text=True, timeout=timeout, **kw)
-
-
 def rows(out: Path) -> list[dict]:
     return pa_ds.dataset(str(out), format="parquet").to_table().to_pylist()
 
@@ -56,7 +53,7 @@ def classify_json(model: Path, paths: list[str]) -> dict[str, dict]:
 def test_local_cluster_rows_are_classify_decisions(runtime_model, archive_dir, tmp_path):
     out = tmp_path / "out"
     proc = frameqc("archive", "--model", str(runtime_model["int8"]), "-o", str(out),
-                   "--workers", "2", "--batch", "8", str(archive_dir))
+                   "--workers", "2", "--batch", "8", str(archive_dir), timeout=300)
     assert proc.returncode == 1, proc.stderr  # two frames failed, as classify says
     assert "62 frames" in proc.stderr and "2 errors" in proc.stderr
     got = {r["path"]: r for r in rows(out)}
@@ -73,7 +70,7 @@ def test_local_cluster_rows_are_classify_decisions(runtime_model, archive_dir, t
             assert r["p_Shutter"] == pytest.approx(want["probabilities"]["Shutter"], abs=1e-6)
             assert r["night"] == Path(path).parent.name[:4] + "-07-0" + Path(path).parent.name[-1]
     proc = frameqc("archive", "--model", str(runtime_model["int8"]), "-o", str(out),
-                   str(archive_dir))
+                   str(archive_dir), timeout=300)
     assert proc.returncode == 2 and "add --resume" in proc.stderr
 
 
@@ -119,7 +116,7 @@ def test_resume_after_an_interrupted_run_adds_only_what_was_missing(runtime_mode
     before = {r["path"] for r in rows(out)}
     assert 0 < len(before) < 62
     proc = frameqc("archive", "--model", str(runtime_model["fp32"]), "-o", str(out),
-                   "--workers", "2", "--resume", f"@{listing}")
+                   "--workers", "2", "--resume", f"@{listing}", timeout=300)
     assert proc.returncode == 1, proc.stderr  # the broken frames come last in the list
     assert f"{len(before)} already done, skipped" in proc.stderr
     assert f"{62 - len(before)} frames" in proc.stderr
@@ -143,7 +140,8 @@ def test_external_scheduler_and_workers(runtime_model, archive_dir, tmp_path):
                                       env=os.environ | {"FRAMEQC_THREADS": "3"}))
         out = tmp_path / "out"
         proc = frameqc("archive", "--model", str(runtime_model["int8"]), "-o", str(out),
-                       "--scheduler", address, str(archive_dir / "20250708"))
+                       "--scheduler", address, str(archive_dir / "20250708"),
+                       timeout=300)
         assert proc.returncode == 1, proc.stderr  # its broken frame
         assert len(rows(out)) == 31 and "31 frames" in proc.stderr
         from distributed import Client
@@ -189,7 +187,8 @@ def test_without_the_dask_extra_it_says_how_to_get_it(tmp_path, runtime_model):
 def test_rows_are_readable_without_frameqc(runtime_model, archive_dir, tmp_path):
     out = tmp_path / "out"
     assert frameqc("archive", "--model", str(runtime_model["int8"]), "-o", str(out),
-                   "--workers", "1", str(archive_dir / "20250709")).returncode == 1  # zz_empty.fits
+                   "--workers", "1", str(archive_dir / "20250709"),
+                   timeout=300).returncode == 1  # zz_empty.fits
     code = ("import pyarrow.dataset as ds, sys\n"
             "t = ds.dataset(sys.argv[1]).to_table()\n"
             "print(t.num_rows, sorted(set(t.column('night').to_pylist()) - {None}))\n")

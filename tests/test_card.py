@@ -5,6 +5,8 @@ import pytest
 from frameqc.runtime.errors import ModelError, UsageError
 from frameqc.runtime.model.card import ModelCard
 
+from helpers import frameqc, one_line
+
 MODELS = Path(__file__).parent.parent / "models"
 
 
@@ -55,3 +57,35 @@ def test_bad_card_files(tmp_path):
     (tmp_path / "b.toml").write_text('labels = ["A", "B"]\ncolour = "red"\n')
     with pytest.raises(UsageError, match="unknown card field"):
         ModelCard.from_toml(tmp_path / "b.toml")
+
+
+# -- model cards ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,match", [
+    ('labels = "OK"', "labels must be a list of names"),
+    ('labels = ["A", "B"]\nthreshold = "0.6"', "threshold must be a number"),
+    ('labels = ["A", "B"]\nthreshold = true', "threshold must be a number"),
+    ('labels = ["A", "B"]\nalerts = "A"', "alerts must be a list of names"),
+    ('labels = ["A", "B"]\nnotes = 3', "notes must be text"),
+    ('labels = ["A", "B"]\nrecipe = "asinh"', "recipe must be a table with a name"),
+])
+def test_cards_are_checked_as_strictly_as_a_command_line(tmp_path, text, match):
+    from frameqc.runtime.model.card import ModelCard
+
+    path = tmp_path / "card.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(UsageError, match=match):
+        ModelCard.from_toml(path)
+
+
+def test_a_damaged_card_inside_a_model_is_one_line(runtime_model, tmp_path):
+    import onnx
+
+    model = onnx.load(str(runtime_model["int8"]), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == "frameqc.threshold":
+            prop.value = '"high"'
+    onnx.save(model, str(runtime_model["int8"].parent / "damaged.onnx"))
+    proc = frameqc("info", str(runtime_model["int8"].parent / "damaged.onnx"))
+    assert proc.returncode == 2 and one_line(proc.stderr)
+    assert "damaged model card: threshold must be a number" in proc.stderr

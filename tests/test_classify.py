@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import LABELS, run_cli
+from helpers import LABELS, run_cli
 
 torch = pytest.importorskip("torch")
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import run_cli
+from helpers import frameqc, one_line, run_cli
 
 COMMANDS = ["classify", "evaluate", "label", "info", "bin", "serve", "status", "demo", "export",
             "train", "watch", "archive", "night"]
@@ -142,3 +142,55 @@ def test_a_model_that_cannot_load_leaves_no_output_behind(runtime_model, fits_di
                              str(tmp_path / "sorted"), str(fits_dir / "prebinned_227.fits"))
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert out == "" and not (tmp_path / "sorted").exists()
+
+
+# -- unwritable outputs ------------------------------------------------------------------
+
+@pytest.mark.parametrize("option", ["--log", "--preview", "--sort-into"])
+def test_unwritable_outputs_are_usage_errors_before_any_work(runtime_model, good, tmp_path,
+                                                             option):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("precious")  # as root nothing is unwritable: a file as the folder is
+    proc = frameqc("classify", "--model", str(runtime_model["int8"]), option,
+                   str(blocker / "out"), str(good))
+    assert proc.returncode == 2 and one_line(proc.stderr) and option in proc.stderr
+    assert proc.stdout == "" and blocker.read_text() == "precious"
+
+
+def test_log_failing_mid_run_keeps_every_decision(runtime_model, tmp_path, fits_dir,
+                                                  monkeypatch):
+    from frameqc.runtime.output import formats as output
+
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(output, "append_log", flaky)
+    frames = [str(fits_dir / n) for n in ("full_good.fits", "full_shutter.fits",
+                                          "prebinned_227.fits")]
+    code, out, err = run_cli("classify", "--model", str(runtime_model["int8"]), "--log",
+                             str(tmp_path / "log"), *frames)
+    assert code == 1 and len(out.splitlines()) == 3
+    assert err.strip() == ("frameqc: --log: cannot write (No space left on device); "
+                           "classifying goes on")
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["serve", "--timeout", "0"], "--timeout: must be greater than 0"),
+    (["serve", "--timeout", "-3"], "--timeout: must be greater than 0"),
+    (["serve", "--timeout", "nan"], "--timeout: must be a finite number"),
+    (["watch", "--interval", "0", "."], "--interval: must be greater than 0"),
+    (["watch", "--settle", "-1", "."], "--settle: must be 0 or more"),
+    (["classify", "--threshold", "1.5", "x.fits"], "--threshold: must be in (0, 1]"),
+    (["serve", "--max-bytes", "0"], "--max-bytes: must be a whole number >= 1"),
+    (["serve", "--tcp", "127.0.0.1:99999"], "--tcp wants HOST:PORT"),
+    (["serve", "--allow", "/nonexistent"], "--allow /nonexistent: not a directory"),
+])
+def test_nonsense_options_are_one_line_usage_errors(argv, match, tmp_path, runtime_model):
+    proc = frameqc(*argv, "--model", str(runtime_model["int8"]), env={
+        "FRAMEQC_SOCKET": str(tmp_path / "s.sock")})
+    assert proc.returncode == 2 and match in proc.stderr and one_line(proc.stderr)
+    assert not (tmp_path / "s.sock").exists()  # refused before binding anything

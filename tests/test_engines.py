@@ -20,7 +20,7 @@ from frameqc.runtime.model.engines import candidates, refusal
 from frameqc.runtime.model.engines.choice import pick
 from frameqc.runtime.model.engines.cpuflags import cpu_flags, has_bf16, units
 
-from conftest import run_cli
+from helpers import run_cli
 
 openvino = pytest.importorskip("openvino")  # in the test extra: CI runs these
 

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import LABELS, run_cli
+from helpers import LABELS, run_cli
 
 torch = pytest.importorskip("torch")
 

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import pytest
 
-from conftest import frameqc, run_cli
+from helpers import frameqc, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DATE = "2026-07-08T22:10:00"

@@ -7,7 +7,7 @@ from frameqc.runtime.data.binfile import bin_file, binned_name
 from frameqc.runtime.data.synthetic import make_frame, write_fits
 from frameqc.runtime.errors import FrameError
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 @pytest.mark.parametrize("name,out", [("h_e_1.fits", "h_e_1_bin9.fits"),

@@ -26,7 +26,7 @@ from PIL import Image
 
 from frameqc.runtime.data.synthetic import make_frame, write_fits
 
-from conftest import run_cli
+from helpers import run_cli
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 

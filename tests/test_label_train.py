@@ -11,7 +11,7 @@ import pytest
 
 from frameqc.runtime.data.synthetic import make_frame, write_fits
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_train_reads_what_label_writes(tmp_path, monkeypatch):

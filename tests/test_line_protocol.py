@@ -17,6 +17,7 @@ def test_a_date_influxdb_cannot_store_is_stamped_now(date_obs):
     assert timestamp_ns("2262-04-11T00:00:00", now_ns=123) != 123  # the edge still counts
 
 
+@pytest.mark.influxd
 def test_influxdb_takes_every_point_and_keeps_the_header_text(tmp_path):
     from frameqc.runtime.senders.influx import post, write_url
 

@@ -16,7 +16,7 @@ import pytest
 
 from frameqc.runtime.data.synthetic import make_frame, write_fits
 
-from conftest import LABELS, run_cli
+from helpers import LABELS, run_cli
 
 torch = pytest.importorskip("torch")
 
@@ -166,6 +166,7 @@ def test_sort_into_then_evaluate_is_a_perfect_score(exported, labelled, tmp_path
     assert all(p.is_symlink() and os.path.isabs(os.readlink(p)) for p in links)
 
 
+@pytest.mark.browser
 def test_report_is_a_static_page_a_browser_renders(exported, trained, labelled, tmp_path):
     report = tmp_path / "report"
     code, out, err = run_cli("evaluate", "-m", str(exported["fp32"]), "-m", str(trained["onnx"]),

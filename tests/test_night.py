@@ -24,7 +24,7 @@ import pytest
 
 from frameqc.runtime.data.synthetic import make_frame, write_fits
 
-from conftest import run_cli
+from helpers import run_cli
 
 SIZE = 454  # binned 2x2 by --bin auto to 227: a 2048 frame's look at a tenth of the cost
 NIGHT = "2025-07-08"
@@ -247,6 +247,7 @@ def screenshot(page: Path, shot: Path, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.open(shot).convert("L"))
 
 
+@pytest.mark.browser
 def test_the_night_page_renders_in_a_browser(built, tmp_path):
     img = screenshot(built["out"] / "index.html", tmp_path / "night.png", (1200, 2400))
     assert img.shape == (2400, 1200)
@@ -352,6 +353,7 @@ def test_doubtful_is_counted_in_evaluate_as_classify_flags_it(compared):
     assert "<th>doubtful</th>" in compared["page"]
 
 
+@pytest.mark.browser
 def test_the_report_renders_in_a_browser(compared, tmp_path):
     img = screenshot(compared["report"] / "index.html", tmp_path / "report.png", (1200, 2000))
     assert img.shape == (2000, 1200) and img.std() > 20

@@ -7,10 +7,12 @@ import gzip
 import io
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from frameqc.runtime.data.synthetic import make_frame, write_fits
 from frameqc.runtime.errors import FrameError
 from frameqc.runtime.util.text import library_message
 
-from conftest import run_cli
+from helpers import frameqc, one_line, png_bomb, run_cli
 
 NOBODY = 65534
 SMALL = 1_000_000  # $FRAMEQC_MAX_PIXELS in the layout tests: 8 MB of data in all
@@ -375,3 +377,82 @@ def test_reading_a_frame_leaves_pil_as_it_was(tmp_path, monkeypatch):
     with pytest.raises(FrameError, match="over the limit of 100000"):
         read_frame(big.getvalue())
     assert Image.open(io.BytesIO(big.getvalue())).size == (1000, 1000)
+
+
+def gzip_bomb(side: int = 16384) -> bytes:
+    """A ~2 MB .fits.gz whose header claims a side x side float64 image (2 GiB inflated)."""
+    hdr = fits.Header([("SIMPLE", True), ("BITPIX", -64), ("NAXIS", 2), ("NAXIS1", side),
+                       ("NAXIS2", side)])
+    co = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts, chunk = [co.compress(hdr.tostring().encode())], b"\0" * (1 << 24)
+    parts += [co.compress(chunk) for _ in range(side * side * 8 // len(chunk))]
+    return b"".join([*parts, co.flush()])
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("bombs")
+    (d / "bomb.fits.gz").write_bytes(gzip_bomb())
+    (d / "bomb.png").write_bytes(png_bomb())
+    return {"gz": d / "bomb.fits.gz", "png": d / "bomb.png"}
+
+# -- hostile files ----------------------------------------------------------------------
+
+def test_decompression_bomb_png_does_not_stop_the_folder(runtime_model, good, bombs):
+    shutil.copy(bombs["png"], good.parent / "b_bomb.png")
+    write_fits(good.parent / "c_good.fits", make_frame("shutter", 681, 4))
+    proc = frameqc("classify", "--model", str(runtime_model["int8"]), str(good.parent))
+    assert proc.returncode == 1
+    assert [line.split()[-1].rsplit("/", 1)[1] for line in proc.stdout.splitlines()] == [
+        "a_good.fits", "c_good.fits"]
+    assert one_line(proc.stderr) and "b_bomb.png: image over the limit" in proc.stderr
+
+
+def test_gzip_bomb_is_refused_from_its_header(runtime_model, bombs):
+    code = ("import resource, subprocess, sys, time; t = time.monotonic(); "
+            "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+            "print(time.monotonic() - t, "
+            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024); "
+            "sys.stderr.write(p.stderr); sys.exit(p.returncode)")
+    proc = subprocess.run([sys.executable, "-c", code, sys.executable, "-m",
+                           "frameqc.runtime.cli", "classify", "--model",
+                           str(runtime_model["int8"]), str(bombs["gz"])],
+                          capture_output=True, text=True, timeout=120)
+    seconds, peak_mb = map(float, proc.stdout.split())
+    assert proc.returncode == 1, proc.stderr
+    assert "image of 16384x16384 pixels is over the limit of 33554432" in proc.stderr
+    assert one_line(proc.stderr)
+    assert peak_mb < 1000, f"inflated the bomb: {peak_mb} MB"  # 6.8 GB before
+    print(f"gzip bomb refused in {seconds:.2f} s, peak {peak_mb:.0f} MB")
+
+
+def test_pixel_limit_is_adjustable(good, runtime_model, monkeypatch):
+    monkeypatch.setenv("FRAMEQC_MAX_PIXELS", "1000000")
+    code, _, err = run_cli("classify", "--model", str(runtime_model["int8"]), str(good))
+    assert code == 1 and "image of 2048x2048 pixels is over the limit of 1000000" in err
+    monkeypatch.setenv("FRAMEQC_MAX_PIXELS", "lots")
+    code, _, err = run_cli("classify", "--model", str(runtime_model["int8"]), str(good))
+    assert code == 2 and "$FRAMEQC_MAX_PIXELS must be a whole number" in err and one_line(err)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "socket"])  # a folder lists its frames
+def test_anything_but_a_regular_file_is_refused_without_hanging(runtime_model, good, tmp_path,
+                                                                 kind):
+    odd = tmp_path / f"odd_{kind}.fits"
+    if kind == "fifo":
+        os.mkfifo(odd)
+    elif kind == "device":
+        odd = Path("/dev/zero")
+    else:
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(odd))
+    proc = frameqc("classify", "--model", str(runtime_model["int8"]), str(odd), str(good),
+                   timeout=60)
+    assert proc.returncode == 1 and good.name in proc.stdout
+    assert one_line(proc.stderr) and "not a regular file" in proc.stderr
+
+def test_frame_reader_refuses_each_bad_header_in_one_line():
+    bad = fits.Header([("SIMPLE", True), ("BITPIX", 16), ("NAXIS", 2), ("NAXIS1", "wide")])
+    with pytest.raises(FrameError, match="bad or missing NAXIS1"):
+        from frameqc.runtime.data.reader import read_frame
+
+        read_frame(bad.tostring().encode() + b"\0" * 2880)

@@ -113,7 +113,7 @@ def test_a_new_recipe_is_its_module_and_registration(monkeypatch, tmp_path):
     from frameqc.runtime.model.card import ModelCard
     from frameqc.runtime.model.recipes import base, register
 
-    from conftest import run_cli
+    from helpers import run_cli
 
     monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
 
@@ -145,7 +145,7 @@ def test_a_new_recipe_is_its_module_and_registration(monkeypatch, tmp_path):
 
 
 def test_export_help_is_unchanged():
-    from conftest import run_cli
+    from helpers import run_cli
 
     code, out, _ = run_cli("export", "--help")
     assert code == 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import LABELS, frameqc, run_cli
+from helpers import LABELS, frameqc, run_cli
 from serving import Server, frame_payload, png_bytes, upstream
 
 

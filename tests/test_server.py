@@ -1,6 +1,7 @@
 """``frameqc serve`` as a real process on real unix and TCP sockets."""
 
 import grp
+import gzip
 import json
 import os
 import pwd
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from frameqc.runtime.errors import UsageError
+
+from helpers import frameqc, one_line, png_bomb, run_cli
 from serving import Server, frame_payload, png_bytes, upstream
 
 #: frameqc classify with a check that the light client path imported nothing heavy (nor
@@ -384,3 +387,226 @@ def test_a_caller_gets_answers_only_for_frames_it_may_read(runtime_model, fits_d
             assert code == 0 and "error" not in json.loads(out)
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_serve_with_an_unwritable_log(runtime_model, tmp_path, fits_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = frameqc("serve", "--model", str(runtime_model["int8"]), "--socket",
+                   str(tmp_path / "s.sock"), "--log", str(blocker / "log"))
+    assert proc.returncode == 2 and one_line(proc.stderr) and "--log" in proc.stderr
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    server = Server(runtime_model["int8"], tmp_path / "t.sock", "--log",
+                    str(logdir / "serve.log"), "--tcp", "127.0.0.1:0")
+    try:
+        shutil.rmtree(logdir)
+        logdir.write_text("")  # the log's folder is now a file: every append fails
+        path = str(fits_dir / "full_good.fits")
+        served = frameqc("classify", "--socket", str(server.sock), path)
+        assert served.returncode == 0 and served.stdout.endswith(f" {path}\n")
+        assert server.status()["frames"] == 1  # answered by the server, not a fallback
+        reply = upstream(server.tcp_port, frame_payload(fits_dir.joinpath(
+            "prebinned_227.fits").read_bytes()))
+        assert reply.count(b" ") == 1 and not reply.startswith(b"ERROR")
+        assert server.log.read_text().count("cannot write --log") == 1
+    finally:
+        server.stop()
+
+
+# -- the server: slow, foreign and over-curious clients -----------------------------------
+
+@pytest.fixture(scope="module")
+def slow_server(runtime_model, tmp_path_factory, fits_dir):
+    allowed = tmp_path_factory.mktemp("allowed")
+    shutil.copy(fits_dir / "prebinned_227.fits", allowed / "ok.fits")
+    server = Server(runtime_model["int8"], tmp_path_factory.mktemp("slow") / "s.sock",
+                    "--tcp", "127.0.0.1:0", "--timeout", "2", "--allow", str(allowed),
+                    env={"FRAMEQC_MAX_PIXELS": "4000000"})
+    server.allowed = allowed
+    yield server
+    server.stop()
+
+
+def drip(connect, payload: bytes, every: float = 0.5, limit: float = 30) -> float:
+    """Send a byte every ``every`` s until the server hangs up; seconds it took."""
+    t0 = time.monotonic()
+    with connect() as s:
+        s.settimeout(limit)
+        try:
+            for byte in payload:
+                s.sendall(bytes([byte]))
+                time.sleep(every)
+                if time.monotonic() - t0 > limit:
+                    break
+            s.recv(100)
+        except OSError:
+            pass
+    return time.monotonic() - t0
+
+
+def test_timeout_bounds_the_whole_request(slow_server):
+    tcp = drip(lambda: socket.create_connection(("127.0.0.1", slow_server.tcp_port)),
+               frame_payload(b"x" * 100))
+    unix = drip(lambda: _unix(slow_server.sock), b'{"op": "status"' + b" " * 100)
+    print(f"--timeout 2: dripping TCP client dropped after {tcp:.1f} s, unix {unix:.1f} s")
+    assert tcp < 2 * 2 + 1 and unix < 2 * 2 + 1
+    assert slow_server.status()["pid"] == slow_server.proc.pid
+
+
+def _unix(path: Path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(path))
+    return s
+
+
+def test_allow_limits_what_local_clients_may_open(slow_server, fits_dir, tmp_path):
+    inside = slow_server.allowed / "ok.fits"
+    escape = slow_server.allowed / "escape.fits"
+    escape.symlink_to(fits_dir / "full_good.fits")
+    code, out, _ = run_cli("classify", "--socket", str(slow_server.sock), "-f", "json",
+                             str(inside), str(escape), "/etc/passwd")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 1 and "label" in rows[0]
+    assert all("serve --allow" in r["error"] for r in rows[1:])
+
+
+def test_server_bounds_what_it_inflates(slow_server, fits_dir):
+    raw = fits_dir.joinpath("full_good.fits").read_bytes()  # 2048^2 > the 4 Mpx limit here
+    reply = upstream(slow_server.tcp_port, frame_payload(gzip.compress(raw, 1)))
+    assert reply.startswith(b"ERROR image of 2048x2048 pixels is over the limit of 4000000")
+    reply = upstream(slow_server.tcp_port, frame_payload(png_bomb()))
+    assert reply.startswith(b"ERROR image over the limit")
+
+
+def test_gzipped_fits_is_read_over_tcp(runtime_model, tmp_path, fits_dir):
+    server = Server(runtime_model["int8"], tmp_path / "g.sock", "--tcp", "127.0.0.1:0")
+    try:
+        raw = fits_dir.joinpath("prebinned_227.fits").read_bytes()
+        plain = upstream(server.tcp_port, frame_payload(raw))
+        zipped = upstream(server.tcp_port, frame_payload(gzip.compress(raw)))
+        assert zipped == plain and not plain.startswith(b"ERROR")
+    finally:
+        server.stop()
+
+
+def test_fifo_or_folder_sent_to_the_server_is_refused(slow_server):
+    fifo = slow_server.allowed / "pipe.fits"
+    os.mkfifo(fifo)
+    folder = slow_server.allowed / "folder.fits"
+    folder.mkdir()
+    conn = _unix(slow_server.sock)
+    conn.settimeout(60)
+    conn.sendall(json.dumps({"op": "classify", "paths": [str(fifo), str(folder)]}).encode()
+                 + b"\n")
+    reader = conn.makefile("rb")
+    errors = [json.loads(reader.readline())["record"]["error"] for _ in range(2)]
+    conn.close()
+    assert errors == ["is a FIFO, not a regular file", "is a directory, not a regular file"]
+
+
+def test_stale_socket_that_cannot_be_removed_is_one_line(tmp_path, monkeypatch):
+    from frameqc.runtime.serving.server import claim_socket
+
+    stale = tmp_path / "stale.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(stale))
+    s.close()
+
+    def refuse(self, *a, **k):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    with pytest.raises(UsageError, match=r"stale socket of uid \d+ that cannot be removed"):
+        claim_socket(stale)
+
+
+def test_default_socket_lives_in_a_private_folder(monkeypatch, tmp_path):
+    from frameqc.runtime.serving.protocol import default_socket, private_dir
+
+    monkeypatch.delenv("FRAMEQC_SOCKET", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    assert default_socket() == f"/tmp/frameqc-{os.getuid()}/frameqc.sock"
+    mine = tmp_path / "mine"
+    private_dir(mine)
+    assert mine.stat().st_mode & 0o777 == 0o700
+    private_dir(mine)  # ours already: fine
+    open_dir = tmp_path / "open"
+    open_dir.mkdir(mode=0o777)
+    open_dir.chmod(0o777)
+    with pytest.raises(UsageError, match="not a private folder"):
+        private_dir(open_dir)
+    (tmp_path / "link").symlink_to(mine)
+    with pytest.raises(UsageError, match="not a private folder"):
+        private_dir(tmp_path / "link")
+
+
+# -- another user's socket (needs root to be another user) --------------------------------
+
+NOBODY = 65534
+
+SQUATTER = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(4)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.settimeout(5)
+    try:
+        data = c.recv(65536)
+    except OSError:
+        data = b""
+    with open(sys.argv[2], "ab") as fh:
+        fh.write(data)
+    try:
+        c.sendall(b'{"version": "evil", "model": null, "card": {"labels": ["OK"]}}\\n')
+    except OSError:
+        pass
+    c.close()
+"""
+
+
+@pytest.fixture()
+def squatter():
+    """A process of another user listening where our socket would be."""
+    if os.getuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root, which this test needs to be another user")
+        pytest.skip("needs root to run a process as another user")
+    python = shutil.which("python3", path="/usr/bin:/bin")  # one 'nobody' may run
+    shared = Path(tempfile.mkdtemp(prefix="frameqc-squat-", dir="/tmp"))
+    shared.chmod(0o777)
+    sock, heard = shared / "squat.sock", shared / "heard"
+    heard.write_bytes(b"")
+    heard.chmod(0o666)
+    proc = subprocess.Popen([python, "-c", SQUATTER, str(sock), str(heard)],
+                            user=NOBODY, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        yield sock, heard
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_client_sends_nothing_to_another_users_server(squatter, runtime_model, good):
+    sock, heard = squatter
+    proc = frameqc("classify", "--model", str(runtime_model["int8"]), str(good),
+                   env={"FRAMEQC_SOCKET": str(sock)})
+    assert proc.returncode == 0 and proc.stdout.endswith(f" {good}\n")  # classified here
+    assert f"ignoring {sock}: served by uid {NOBODY}" in proc.stderr
+    proc = frameqc("classify", "--socket", str(sock), str(good))
+    assert proc.returncode == 2 and "refusing the server" in proc.stderr
+    assert one_line(proc.stderr)
+    time.sleep(0.5)
+    assert heard.read_bytes() == b"", "the frame paths reached another user's process"
+
+
+def test_serve_beside_a_squatted_socket_says_so(squatter, runtime_model):
+    sock, _ = squatter
+    proc = frameqc("serve", "--model", str(runtime_model["int8"]), "--socket", str(sock))
+    assert proc.returncode == 2 and one_line(proc.stderr)
+    assert f"held by another user's process (uid {NOBODY})" in proc.stderr

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from influx import DB, Influx, free_port
 
-from conftest import run_cli
+from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,7 @@ from frameqc.runtime.model.decision import decide
 from frameqc.runtime.model.recipes import RGBRecipe, asinh_stretch, to_uint16
 from frameqc.runtime.output.record import tcp_reply, text_line
 
-from conftest import frameqc, run_cli
+from helpers import frameqc, run_cli
 from serving import Server, frame_payload, upstream
 
 WOBBLE = ("Wobble", "OK")
@@ -221,11 +221,11 @@ def wobble_weights(tmp_path_factory) -> Path:
     from frameqc.export.calibration import synthetic_tensors
     from frameqc.export.network import build_vgg16
 
-    from conftest import _spread_head
+    from helpers import spread_head
 
     torch.manual_seed(28)
     net = build_vgg16(2)
-    _spread_head(net, synthetic_tensors(RGBRecipe(size=224), 12, seed=100))
+    spread_head(net, synthetic_tensors(RGBRecipe(size=224), 12, seed=100))
     path = tmp_path_factory.mktemp("wobble_weights") / "wobble.pt"
     torch.save(net.state_dict(), path)
     return path

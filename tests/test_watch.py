@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def age(path, seconds: float = 60) -> None:
@@ -232,3 +232,78 @@ def test_state_naming_a_directory_is_one_line(runtime_model, tmp_path):
     code, _, err = run_cli("watch", "--model", str(runtime_model["int8"]), "--state",
                            str(tmp_path), "--once", str(tmp_path))
     assert code == 2 and err == f"frameqc: --state {tmp_path}: a directory; name a file\n"
+
+
+# -- watch ---------------------------------------------------------------------------------
+
+class StubClassifier:
+    """Stands in for the model: decides by file content, fails while told to."""
+
+    class model:
+        class card:
+            model_id = "stub"
+            precision = "fp32"
+
+    def __init__(self) -> None:
+        self.failing: set[str] = set()
+        self.seen: list[str] = []
+
+    def classify(self, path, name):
+        from frameqc.runtime.engine.pipeline import Result
+        from frameqc.runtime.model.decision import decide
+
+        self.seen.append(Path(path).name)
+        if Path(path).name in self.failing:
+            return Result(name, error="cannot read: Input/output error")
+        return Result(name, decision=decide([0.2, 0.8], ("Shutter", "OK")))
+
+
+def test_watch_retries_a_passing_error_and_forgets_gone_frames(tmp_path):
+    from frameqc.runtime.serving.watch import ATTEMPTS, Watcher
+
+    incoming, state = tmp_path / "in", tmp_path / "state.jsonl"
+    incoming.mkdir()
+    for i in range(3):
+        (incoming / f"f{i}.fits").write_bytes(b"x" * (i + 1))
+    clf, emitted, err = StubClassifier(), [], io.StringIO()
+    clf.failing.add("f1.fits")
+    w = Watcher(clf, incoming, state, lambda rec, t: emitted.append(rec), settle=0,
+                err=err, retry_after=0)
+    w.scan()
+    assert [r.get("error", "ok") for r in emitted] == ["ok", "cannot read: Input/output error",
+                                                       "ok"]
+    clf.failing.clear()  # the disk came back
+    w.scan()
+    assert "label" in emitted[-1] and emitted[-1]["path"].endswith("f1.fits")
+    w.scan()
+    assert len(emitted) == 4  # each frame decided once
+    clf.failing.add("f2.fits")
+    (incoming / "f2.fits").write_bytes(b"changed")  # a new version that keeps failing
+    for _ in range(ATTEMPTS + 2):
+        w.scan()
+    assert clf.seen.count("f2.fits") == 1 + ATTEMPTS
+    w.close()
+    again = Watcher(clf, incoming, state, print, settle=0, err=err)  # a restart
+    assert again.ready() == [] and len(again.done) == 3  # all remembered, the stale forgotten
+
+
+def test_watch_state_stays_bounded_and_errors_do_not_kill_it(tmp_path):
+    from frameqc.runtime.serving.watch import Watcher
+
+    incoming, state = tmp_path / "in", tmp_path / "state.jsonl"
+    incoming.mkdir()
+    (incoming / "live.fits").write_bytes(b"x")
+    with open(state, "w") as fh:  # years of frames long gone from the folder
+        for i in range(5000):
+            fh.write(json.dumps({"name": f"old{i}.fits", "size": 1, "mtime_ns": i}) + "\n")
+    err = io.StringIO()
+    w = Watcher(StubClassifier(), incoming, state, lambda rec, t: None, settle=0, err=err)
+    w.scan()
+    assert len(w.done) == 1 and len(state.read_text().splitlines()) == 1
+    shutil.rmtree(incoming)  # the folder goes away (an unmounted disk)
+    assert w.scan() == 0 and "cannot list" in err.getvalue()
+    incoming.mkdir()
+    (incoming / "back.fits").write_bytes(b"y")
+    state.unlink()
+    state.mkdir()  # and the state cannot be written
+    assert w.scan() == 1 and "cannot write the state file" in err.getvalue()

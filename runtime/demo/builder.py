@@ -4,8 +4,9 @@ The demo model has the real architecture (vgg16 + the transfer head). Its convol
 are random, as torchvision initialises them, and its head is fitted here by logistic
 regression on the features of synthetic good, shutter-failure and wobble frames, so its
 decisions are learnt, not scripted. It is built once and cached: the first run takes
-under 20 s on two cores (17.8 s and 890 MB on this project's machine; 26.7 s with every
-step in turn and an unoptimised features session), as the frames are made in threads
+under 20 s on two cores (10.3-10.6 s and 868-893 MB on this project's machine; 26.7 s with
+every step in turn and an unoptimised features session, before the head was fitted on
+fewer, full-size frames), as the frames are made in threads
 (numpy releases the GIL in its random draws and array arithmetic, most of a frame's
 cost) while the main thread draws the weights, and while the model is saved and loaded.
 """
@@ -31,11 +32,14 @@ from frameqc.runtime.util.progress import Progress
 
 LABELS = ("OK", "Shutter", "Wobble")
 TRUTH = dict(zip(KINDS, LABELS, strict=True))
-N_TRAIN = 60
-#: Training frames are made at 1365 px, binned 6x6 to 227 px by the recipe (as a 2048 px
-#: frame is binned 9x9): the same preparation, at 44 % of the cost to draw. (At 681 px,
-#: binned 3x3, the head fitted worse: 6 of 9 demo frames right instead of 8.)
-TRAIN_SIZE = 1365
+N_TRAIN = 30
+#: Training frames are the demo frames' size, 2048 px, binned 9x9 by the recipe. Made at
+#: 1365 px (binned 6x6: a median of 36 pixels, not 81, so a noisier sky) 60 of them fitted a
+#: head that took good frames for wobbles: 77 % right on 60 held-out 2048 px frames, and
+#: demo_04 a wobble with p = 1.000 on every run. 30 at 2048 px: 90 % right on those, and
+#: the nine demo frames all right, at about the cost of the 60 smaller ones to draw and
+#: half the features to compute.
+TRAIN_SIZE = 2048
 #: Frames per features batch. One at a time through the optimised session: as fast a
 #: frame as 4 at a time (0.108 s against 0.111 s here), and the peak of the first run is
 #: 890 MB instead of 955-994 MB (vgg16's first activations take 13 MB a frame, more in

@@ -1,0 +1,72 @@
+"""What many test modules share: the labels of the test models, ways to run ``frameqc``,
+and the checks and hostile inputs that several subjects use.
+
+Fixtures live in conftest.py, which pytest loads by itself; what a test module imports
+comes from here, never from conftest."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+LABELS = ("Shutter", "OK")
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """Run ``frameqc ARGV`` in this process; returns (exit code, stdout, stderr)."""
+    from frameqc.runtime.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def frameqc(*argv: str, env: dict | None = None, timeout: float = 120
+            ) -> subprocess.CompletedProcess:
+    """Run ``frameqc ARGV`` in a new process, stdin closed, ``env`` over this environment."""
+    return subprocess.run([sys.executable, "-m", "frameqc.runtime.cli", *argv],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+def one_line(err: str) -> bool:
+    return len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def png_bomb() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (20000, 10000)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def spread_head(net, tensors: list[np.ndarray]) -> None:
+    """Scale the last layer so the probabilities spread over (0, 1) on real frames.
+
+    Random-init vgg16 gives nearly equal logits everywhere, which would make parity
+    trivially met; this makes differences between frames show in the probabilities.
+    """
+    import torch
+
+    head = net.classifier[6]
+    with torch.no_grad():
+        x = torch.from_numpy(np.stack(tensors))
+        hidden = head[2](head[1](head[0](net.classifier[:6](torch.flatten(
+            net.avgpool(net.features(x)), 1)))))
+        d = (hidden @ (head[3].weight[0] - head[3].weight[1]) + head[3].bias[0]
+             - head[3].bias[1])
+        k = 2.5 / float(d.std())
+        head[3].weight *= k
+        head[3].bias *= k
+        shift = float(d.mean()) * k / 2
+        head[3].bias[0] -= shift
+        head[3].bias[1] += shift
