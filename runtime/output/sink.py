@@ -17,8 +17,9 @@ from frameqc.runtime.util.progress import Progress
 if TYPE_CHECKING:
     from frameqc.runtime.engine.pipeline import Result
 
-#: A further destination: called with each record and its timings.
-Extra = Callable[[dict, dict], None]
+#: A further destination: called with each record and its timings; False when it could
+#: not take the record (the frame is then not done).
+Extra = Callable[[dict, dict], bool | None]
 
 
 class Sink:
@@ -79,7 +80,9 @@ class Sink:
         if self.sort_dir:
             written &= self.guard("--sort-into", files.sort_into, self.sort_dir, rec)
         for extra in self.extras:
-            extra(rec, timings)
+            if extra(rec, timings) is False:  # the InfluxDB point could not be kept
+                self.failed += 1
+                written = False
         return written
 
     def guard(self, option: str, write: Callable, *args) -> bool:

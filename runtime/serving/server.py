@@ -63,7 +63,7 @@ from frameqc.runtime.serving.protocol import (
     recv_exact,
     send,
 )
-from frameqc.runtime.util.text import first_line, local_time
+from frameqc.runtime.util.text import first_line, local_time, readable
 
 LOCAL_CLIENTS = 32  # local connections at once (cron one-shots, status, the health check)
 TCP_CLIENTS = 32  # TCP connections at once: a limit of their own
@@ -186,7 +186,7 @@ class Service:
                     self.err.flush()
         else:
             what = rec.get("error") or f"{rec['label']} {rec['probability']:.3f}"
-            self.err.write(f"{local_time()} {client} {rec['path']}: "
+            self.err.write(f"{local_time()} {client} {readable(rec['path'])}: "
                            f"{what} ({sum(timings.values()):.3f} s)\n")
             self.err.flush()
         for extra in self.extras:

@@ -6,7 +6,9 @@ other field of :data:`~frameqc.runtime.output.record.FIELDS` is a field (``p_<la
 per label), the path among them: a tag per frame would make one series per frame. The
 timestamp is the frame's DATE-OBS (UTC) when it has a time, else the moment of encoding,
 so a point sent twice (a spool resent after a write that half-succeeded) is the same
-point, not a second one.
+point, not a second one. Every text is written in the one form of
+:func:`~frameqc.runtime.util.text.readable` (a byte of a file name that is not UTF-8 as
+``\\xHH``, kept as those four characters by InfluxDB), so a line always encodes.
 
 The sender that delivers them without ever blocking classification is
 :class:`frameqc.runtime.sinks.sender.InfluxSender`.
@@ -14,14 +16,17 @@ The sender that delivers them without ever blocking classification is
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.output import record
+from frameqc.runtime.util.text import readable
 
 MEASUREMENT = "frameqc"
 #: Record fields that are tags: a handful of values each (one series per combination).
@@ -36,7 +41,7 @@ TIMEOUT = 5.0  # seconds per HTTP request
 
 def _key(text: str) -> str:
     """A measurement, tag key, tag value or field key: commas, equals, spaces escaped."""
-    text = " ".join(str(text).splitlines())
+    text = " ".join(readable(str(text)).splitlines())
     return text.replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
 
 
@@ -50,7 +55,7 @@ def _value(value: object) -> str | None:
         return f"{value}i"
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else None
-    text = " ".join(str(value).splitlines())
+    text = " ".join(readable(str(value)).splitlines())
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -147,37 +152,99 @@ def write_url(url: str) -> tuple[str, dict[str, str]]:
 
 
 class Refused(Exception):
-    """InfluxDB answered and refused the points (bad data): resending will not help."""
+    """InfluxDB answered and did not store some points (bad data): resending them will not help.
+
+    ``dropped`` is how many lines of the request it refused; ``again`` the indices of good
+    lines it did not store only because a damaged line before them swallowed them (an
+    unbalanced quote runs on to the end of the request): worth sending without it.
+    """
+
+    def __init__(self, reason: str, dropped: int, again: frozenset[int] = frozenset()) -> None:
+        super().__init__(reason)
+        self.dropped, self.again = dropped, again
 
 
 class Down(Exception):
     """InfluxDB did not answer, or cannot take points now: worth trying again later."""
 
 
-def post(url: str, headers: dict[str, str], lines: Sequence[str],
+def post(url: str, headers: dict[str, str], lines: Sequence[str | bytes],
          timeout: float = TIMEOUT) -> None:
-    """Send points in one request; :class:`Refused` or :class:`Down` when they were not."""
+    """Send points in one request; :class:`Refused` or :class:`Down` when not all were stored."""
     import urllib.error
     import urllib.request
 
-    body = ("\n".join(lines) + "\n").encode()
+    body = b"".join((ln if isinstance(ln, bytes) else ln.encode()) + b"\n" for ln in lines)
     req = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             resp.read()
     except urllib.error.HTTPError as exc:
-        reason = _reason(exc)
+        text = _body(exc)
         if exc.code == 400:  # a field of another type, a line it cannot parse
-            raise Refused(f"HTTP 400: {reason}") from None
-        raise Down(f"HTTP {exc.code}: {reason}") from None  # 401/403/404: fixable; 5xx
+            raise refusal(text, lines) from None
+        raise Down(f"HTTP {exc.code}: {_first(text) or exc.reason}") from None  # 401-404, 5xx
     except (OSError, ValueError) as exc:  # refused, reset, timed out, DNS
         raise Down(str(getattr(exc, "reason", None) or exc) or type(exc).__name__) from None
 
 
-def _reason(exc: Exception) -> str:
-    """The first line of what an HTTP error's body says."""
+def refusal(text: str, lines: Sequence[str | bytes]) -> Refused:
+    """Which lines an HTTP 400 says were not stored.
+
+    InfluxDB 1.x names each line it could not parse (``unable to parse 'LINE': why``;
+    a line with an unbalanced quote takes the following lines with it), counts the points
+    it refused otherwise (``dropped=N``, a field of another type), and says ``partial
+    write`` when it stored the rest; InfluxDB 2 says ``(N written)``. Anything else is a
+    refusal of the whole request.
+    """
     try:
-        text = exc.read().decode("utf-8", "replace").strip()
+        answer = json.loads(text)
+        message = str(answer.get("error") or answer.get("message") or text)
+    except (ValueError, AttributeError):
+        message = text
+    shown = [ln.decode("utf-8", "replace") if isinstance(ln, bytes) else ln for ln in lines]
+    heads: list[int] = []
+    again: set[int] = set()
+    why = ""
+    for i, ln in enumerate(shown):
+        if i in again:
+            continue
+        at = message.find(f"unable to parse '{ln}")
+        end = at + len("unable to parse '") + len(ln)
+        if at < 0 or message[end:end + 1] not in ("'", "\n"):
+            continue
+        heads.append(i)
+        k = i + 1
+        while k < len(shown) and message.startswith(f"\n{shown[k]}", end):
+            again.add(k)
+            end += 1 + len(shown[k])
+            k += 1
+        if not why:
+            said = re.match(r"': (.*?)(?: dropped=\d+)?(?:\n|$)", message[end:])
+            why = f"{said.group(1) if said else 'cannot parse'}: {ln[:80]}"
+    counted = re.search(r"dropped=(\d+)", message)
+    written = re.search(r"\((\d+) written\)", message)
+    reason = why or _first(message.removeprefix("partial write: "))
+    if heads:
+        dropped = len(heads) + (int(counted.group(1)) if counted else 0)
+    elif written:
+        dropped = max(0, len(lines) - int(written.group(1)))
+    elif "partial write" in message and counted:
+        dropped = int(counted.group(1))
+    else:
+        dropped = len(lines)
+    return Refused(f"HTTP 400: {reason}", min(dropped, len(lines)), frozenset(again))
+
+
+def _body(exc: Exception) -> str:
+    """What an HTTP error's body says."""
+    try:
+        return exc.read().decode("utf-8", "replace").strip()
     except OSError:
-        text = ""
-    return (text.splitlines() or [str(exc.reason)])[0][:200]
+        return ""
+
+
+def _first(text: str) -> str:
+    """A message's first line, short, without InfluxDB's count of dropped points."""
+    first = (text.strip().splitlines() or [""])[0]
+    return re.sub(r" dropped=\d+$", "", first)[:200]
