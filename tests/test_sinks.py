@@ -318,10 +318,16 @@ def test_the_sender_survives_anything_one_record_holds(tmp_path, db):
     for i, rec in enumerate(odd):
         assert sender(rec, {}) is not False
         sender(_good(10 + i), {})
-    _wait(lambda: db.query('SELECT count("path") FROM "frameqc"')[0]["values"][0][1] == 9,
-          30, "every point that has an encoding")
-    assert sender._thread.is_alive()
-    sender.close()
+    def points() -> int:
+        series = db.query('SELECT count("path") FROM "frameqc"')
+        return series[0]["values"][0][1] if series else 0
+
+    try:
+        _wait(lambda: points() == 9, 30, "every point that has an encoding")
+    finally:
+        alive = sender._thread.is_alive()
+        sender.close()
+    assert alive
     paths = {r["path"] for r in db.rows('SELECT "path" FROM "frameqc"')}
     assert {"/x\\xff.fits", "/lone \\ud800.fits", "/nul\x00.fits", "/f4.fits"} <= paths
     assert {f"/f{10 + i}.fits" for i in range(5)} <= paths
