@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -254,6 +255,8 @@ def test_influxdb_down_mid_watch_loses_no_point(model, tmp_path, db):
               "the frames decided while InfluxDB is down")
         _wait(lambda: spool.exists() and len(spool.read_text().splitlines()) == 4, 30,
               "the points spooled")
+        _wait(lambda: "is not taking points" in (tmp_path / "stderr").read_text(), 30,
+              "the sender to find InfluxDB down")
         db.start()
         _wait(lambda: _count(db) == len(DATES), 90, "the spool resent")
         _wait(lambda: spool.read_text() == "", 10, "the spool emptied")
@@ -261,7 +264,8 @@ def test_influxdb_down_mid_watch_loses_no_point(model, tmp_path, db):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
     said = (tmp_path / "stderr").read_text()
-    assert said.count("is not taking points") == 1 and "answers again" in said
+    assert said.count("is not taking points") == 1
+    assert f"answers again; 4 points that waited in {spool} were sent" in said
     times = sorted(r["time"] for r in db.rows('SELECT "path" FROM "frameqc"'))
     assert times == [_ns(d) for d in DATES]
 
@@ -277,8 +281,184 @@ def test_a_cron_run_spools_and_the_next_one_resends(model, tmp_path, db):
     assert "2 waiting in" in err and len(err.splitlines()) == 2, err
     db.start()
     code, out, err = run_cli(*argv, str(frames[2]))
-    assert code == 0 and err == ""
-    assert _count(db) == 3 and Path(f"{log}.influx-spool").read_text() == ""
+    assert code == 0
+    spool = Path(f"{log}.influx-spool")
+    assert err == (f"frameqc: --influx {db.url}/write: 3 points sent (2 of them had waited "
+                   f"in {spool})\n")  # the points delivered after the outage are counted
+    assert _count(db) == 3 and spool.read_text() == ""
+
+
+def _odd_frame(folder: Path) -> tuple[Path, str]:
+    """A frame named ``x\xff.fits`` (not UTF-8), and that name as frameqc writes it."""
+    frame = _frames(folder, DATES[:1])[0]
+    odd = Path(os.fsdecode(os.path.join(os.fsencode(folder), b"x\xff.fits")))
+    frame.rename(odd)
+    return odd, os.fsencode(odd).decode("utf-8", "backslashreplace")
+
+
+def test_a_name_that_is_not_utf8_reaches_influxdb(model, tmp_path, db):
+    odd, shown = _odd_frame(tmp_path / "odd")
+    (normal,) = _frames(tmp_path / "in", DATES[1:2])
+    code, _, err = run_cli("classify", "--model", model, "--log", str(tmp_path / "log"),
+                           "--influx", db.write_url, str(odd), str(normal))
+    assert code == 0 and err == "", err
+    assert sorted(r["path"] for r in db.rows('SELECT "path" FROM "frameqc"')) == sorted(
+        [shown, str(normal)])
+
+
+def test_the_sender_survives_anything_one_record_holds(tmp_path, db):
+    from frameqc.runtime.senders.influx import InfluxSender
+
+    err = _Lines()
+    sender = InfluxSender(db.write_url, tmp_path / "spool", err=err, flush_every=0.05)
+    odd = [{**_good(1), "path": os.fsdecode(b"/x\xff.fits")},
+           {**_good(2), "path": "/lone \ud800.fits"},
+           {**_good(3), "path": "/nul\x00.fits", "date_obs": "2026-07-08T22:00:00\x00\x00"},
+           {**_good(4), "probability": float("nan")},
+           {**_good(5), "date_obs": object()}]  # no encoding for this one: counted, said
+    for i, rec in enumerate(odd):
+        assert sender(rec, {}) is not False
+        sender(_good(10 + i), {})
+    def points() -> int:
+        series = db.query('SELECT count("path") FROM "frameqc"')
+        return series[0]["values"][0][1] if series else 0
+
+    try:
+        _wait(lambda: points() == 9, 30, "every point that has an encoding")
+    finally:
+        alive = sender._thread.is_alive()
+        sender.close()
+    assert alive
+    paths = {r["path"] for r in db.rows('SELECT "path" FROM "frameqc"')}
+    assert {"/x\\xff.fits", "/lone \\ud800.fits", "/nul\x00.fits", "/f4.fits"} <= paths
+    assert {f"/f{10 + i}.fits" for i in range(5)} <= paths
+    assert sender.lost == 1 and err.text.count("cannot encode") == 1, err.text
+
+
+def test_a_point_is_on_disk_before_its_frame_is_done(model, tmp_path, db):
+    """SIGKILL just after watch counted a frame done: its point is not lost with the
+    process; the next run delivers it."""
+    incoming, state, log = tmp_path / "in", tmp_path / "state", tmp_path / "watch.log"
+    _frames(incoming)
+    argv = ["watch", "--model", model, "--state", str(state), "--log", str(log),
+            "--influx", db.write_url, str(incoming)]
+    proc = subprocess.Popen([sys.executable, "-m", "frameqc.runtime.cli", *argv,
+                             "--interval", "0.2", "--settle", "0.5"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (state.exists() and state.read_bytes().count(b"\n")):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.002)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    code, _, err = run_cli(*argv, "--once")
+    assert code == 0, err
+    assert _count(db) == len(DATES)
+
+
+class _SlowInflux:
+    """A real HTTP forwarder in front of the real influxd, taking ``delay`` seconds per write
+    (a loaded InfluxDB at the end of a slow link), counting the points it forwards."""
+
+    def __init__(self, db: Influx, delay: float) -> None:
+        import http.server
+        import threading
+
+        self.forwarded = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(delay)
+                req = urllib.request.Request(db.url + self.path, data=body, method="POST")
+                try:
+                    with urllib.request.urlopen(req, timeout=30) as resp:
+                        status, answer = resp.status, resp.read()
+                except urllib.error.HTTPError as exc:
+                    status, answer = exc.code, exc.read()
+                outer.forwarded += body.count(b"\n")
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.write_url = f"http://127.0.0.1:{self.server.server_port}/write?db={DB}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _spooled(n: int, start: str = "2026-07-01T00:00:00Z") -> list[str]:
+    return [f'frameqc,label=OK probability=0.5,path="/old/{i}.fits" {_ns(start) + i}'
+            for i in range(n)]
+
+
+def _pending(spool: Path) -> int:
+    from frameqc.runtime.senders.influx import Spool
+
+    return Spool(spool).pending()
+
+
+def test_cron_runs_empty_a_large_spool_bit_by_bit(model, tmp_path, db):
+    """10,000 points wait; a slow InfluxDB takes only part of them per cron run. Each run
+    leaves with what it delivered removed, and nothing goes twice but the batch that was
+    in flight when a run ended."""
+    from frameqc.runtime.senders.influx import BATCH
+
+    log = tmp_path / "classify.log"
+    spool = Path(f"{log}.influx-spool")
+    spool.write_text("\n".join(_spooled(10_000)) + "\n")
+    frames = _frames(tmp_path / "in", DATES[:3])
+    slow = _SlowInflux(db, delay=1.5)
+    left, runs = 10_000, 0
+    try:
+        for frame in frames[:2]:
+            done = subprocess.run([sys.executable, "-m", "frameqc.runtime.cli", "classify",
+                                   "--model", model, "--log", str(log), "--influx",
+                                   slow.write_url, str(frame)], capture_output=True, text=True,
+                                  timeout=120)
+            runs += 1
+            assert done.returncode == 0, done.stderr
+            now = _pending(spool)
+            assert now < left, done.stderr  # progress, kept
+            assert _count(db) >= 10_000 + runs - now  # what left the spool is in InfluxDB
+            left = now
+    finally:
+        slow.close()
+    assert left > 0  # the runs were cut short, as a cron run with a slow InfluxDB is
+    code, _, err = run_cli("classify", "--model", model, "--log", str(log), "--influx",
+                           db.write_url, str(frames[2]))
+    assert code == 0, err
+    assert _count(db) == 10_003 and _pending(spool) == 0
+    assert slow.forwarded <= 10_000 + runs + runs * BATCH  # twice: only a batch in flight
+
+
+def test_a_partial_write_drops_only_the_damaged_line(model, tmp_path, db):
+    """A line torn in the spool (an unbalanced quote) among 20 whole ones: InfluxDB stores
+    the others and names it; only it is dropped, and said."""
+    log = tmp_path / "classify.log"
+    spool = Path(f"{log}.influx-spool")
+    good = _spooled(20)
+    torn = good[10][:45]  # cut inside the path: its quote never closes
+    assert torn.count('"') == 1
+    spool.write_text("\n".join([*good[:10], torn, *good[10:]]) + "\n")
+    (frame,) = _frames(tmp_path / "in", DATES[:1])
+    code, _, err = run_cli("classify", "--model", model, "--log", str(log), "--influx",
+                           db.write_url, str(frame))
+    assert code == 0, err
+    assert _count(db) == 21 and _pending(spool) == 0
+    assert "; 1 refused by InfluxDB (HTTP 400: " in err and f"{torn})" in err, err
 
 
 def test_an_unwritable_spool_counts_the_loss(tmp_path):
@@ -325,6 +505,33 @@ def test_bad_options_are_one_line(model, fits_dir, argv, says):
     code, out, err = run_cli("classify", "--model", model, *argv,
                              str(fits_dir / "prebinned_227.fits"))
     assert code == 2 and out == "" and says in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(("command", "otherwise"), [
+    ("classify", "~/.cache/frameqc/frameqc.influx-spool"),
+    ("serve", "~/.cache/frameqc/frameqc.influx-spool"),
+    ("watch", "STATE.influx-spool"),
+])
+def test_help_and_docs_name_one_spool(command, otherwise):
+    code, out, _ = run_cli(command, "--help")
+    said = " ".join(out.split())
+    assert code == 0 and "the state" not in said.replace("the --state", "")
+    assert "".join(f"L.influx-spool with --log L, else {otherwise}".split()) in "".join(
+        out.split()), said  # argparse may break a line after a hyphen
+    docs = " ".join((ROOT / "docs" / "grafana.md").read_text().split())
+    assert f"`{command} --log L`" in docs and "| `L.influx-spool` |" in docs
+    assert f"`{otherwise}`" in docs
+
+
+def test_the_spool_is_where_help_says(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("FRAMEQC_CACHE", str(tmp_path / "cache"))
+    (frame,) = _frames(tmp_path / "in", DATES[:1])
+    down = f"http://127.0.0.1:{free_port()}/write?db=x"
+    run_cli("classify", "--model", model, "--influx", down, str(frame))
+    run_cli("classify", "--model", model, "--influx", down, "--log", str(tmp_path / "L"),
+            str(frame))
+    assert _pending(tmp_path / "cache" / "frameqc.influx-spool") == 1
+    assert _pending(tmp_path / "L.influx-spool") == 1
 
 
 # -- alert hooks --------------------------------------------------------------------------------
@@ -484,7 +691,8 @@ def test_serve_sends_points_runs_hooks_and_shows_its_sinks(model, tmp_path, db,
     cmd, calls = recorder
     frames = _frames(tmp_path / "in")
     server = Server(model, tmp_path / "s.sock", "--influx", db.write_url,
-                    "--on-alert", cmd, "--alert-after", "1")
+                    "--on-alert", cmd, "--alert-after", "1",
+                    env={"FRAMEQC_CACHE": str(tmp_path / "cache")})
     try:
         code, out, err = run_cli("classify", "--model", model,
                                  "--socket", str(server.sock), "-f", "json",
@@ -498,10 +706,11 @@ def test_serve_sends_points_runs_hooks_and_shows_its_sinks(model, tmp_path, db,
         _wait(lambda: [r["path"] for r, _ in calls()] == starts, 30, "the server's hooks")
         sinks = server.status()["sinks"]
         assert sinks[0]["sink"] == "influx" and sinks[0]["sent"] == len(frames)
-        assert sinks[0]["down"] is None and sinks[0]["queue"] == 0
+        assert sinks[0]["down"] is None and sinks[0]["pending"] == 0
         assert sinks[1]["sink"] == "on-alert" and sinks[1]["ran"] == len(starts)
         code, text, _ = run_cli("status", "--socket", str(server.sock))
-        assert f"influx: queue 0, sent {len(frames)}" in text
+        assert f"influx: sent {len(frames)}, " in text
+        assert (tmp_path / "cache" / "frameqc.influx-spool").read_bytes() == b""
     finally:
         assert server.stop() == 0
 
@@ -540,4 +749,4 @@ def test_an_influxdb2_url_sends_the_token(tmp_path, monkeypatch):
     (path, auth, body), = seen
     assert path == "/api/v2/write?org=lt&bucket=frameqc&precision=ns"
     assert auth == "Token s3cret" and body.startswith(b"frameqc,label=OK,model=m,precision=int8 ")
-    assert sender.sent == 1 and not (tmp_path / "spool").exists()
+    assert sender.sent == 1 and (tmp_path / "spool").read_bytes() == b""

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -178,6 +179,51 @@ def test_a_failing_log_leaves_its_frames_to_do(runtime_model, fits_dir, tmp_path
     assert sorted(Path(json.loads(line)["path"]).name for line in log.read_text().splitlines()
                   ) == ["full_good.fits", "prebinned_227.fits"]
     assert len(state.read_text().splitlines()) == 2
+
+
+#: ``frameqc ARGV`` in a child whose file-size limit is ``LIMIT`` bytes: the write that
+#: crosses it is cut short by the kernel and the next one fails (EFBIG), as on a filling disk.
+_LIMITED = """
+import resource, signal, sys
+from frameqc.runtime.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _limited(limit: int, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _LIMITED, str(limit), *argv],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("full", ["log", "spool"])
+def test_a_line_cut_short_by_a_full_disk_leaves_the_frame_to_do(runtime_model, fits_dir,
+                                                                 tmp_path, full):
+    """A short write of the --log line, or of the InfluxDB point in the spool beside it:
+    the file is left ending on its last whole line, and the frame is taken again."""
+    incoming, state, log = tmp_path / "incoming", tmp_path / "state.jsonl", tmp_path / "log"
+    spool = tmp_path / "log.influx-spool"
+    two_frames(fits_dir, incoming)
+    before = b'{"an": "earlier line"}\n' * 1000
+    (log if full == "log" else spool).write_bytes(before)
+    argv = ["watch", "--model", str(runtime_model["int8"]), "--state", str(state), "--once",
+            "-f", "json", "--log", str(log), "--influx", "http://127.0.0.1:9/write?db=x",
+            str(incoming)]
+    child = _limited(len(before) + 40, *argv)  # room for 40 bytes of the next line
+    assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
+    assert "not done, taken again by a later scan" in child.stderr
+    assert (log if full == "log" else spool).read_bytes() == before  # whole lines only
+    assert not state.exists() or state.read_text() == ""
+    code, _, err = run_cli(*argv)
+    assert code == 0, err
+    assert len(state.read_text().splitlines()) == 2
+    decided = [json.loads(ln) for ln in log.read_bytes().splitlines()
+               if not ln.startswith(b'{"an"')]
+    assert {Path(r["path"]).name for r in decided} == {"full_good.fits", "prebinned_227.fits"}
+    points = [ln for ln in spool.read_bytes().splitlines() if ln.startswith(b"frameqc")]
+    assert {re.search(rb'path="[^"]*/([^/"]+)"', p).group(1) for p in points} == {
+        b"full_good.fits", b"prebinned_227.fits"}  # InfluxDB is down: they wait there
 
 
 def test_a_failing_stdout_leaves_its_frames_to_do(runtime_model, fits_dir, tmp_path):

@@ -77,14 +77,19 @@ def sources_arg(p: argparse.ArgumentParser, what: str = "frames") -> None:
                         "names skipped), - for paths on stdin, or @LIST for paths in a file")
 
 
-def sender_args(p: argparse.ArgumentParser, resident: bool = False) -> None:
-    """Decisions to InfluxDB and alert hooks (docs/grafana.md, docs/alerts.md)."""
+def sender_args(p: argparse.ArgumentParser, resident: bool = False,
+              spool: str = "~/.cache/frameqc/frameqc.influx-spool") -> None:
+    """Decisions to InfluxDB and alert hooks (docs/grafana.md, docs/alerts.md).
+
+    ``spool`` names where points wait without ``--log`` (``senders.spool_beside`` of what
+    the command passes it).
+    """
     g = p.add_argument_group("decisions to InfluxDB, and alert hooks")
     g.add_argument("--influx", metavar="URL",
                    help="send each decision as a point: http://HOST:8086/write?db=DB "
                         "(InfluxDB 1.x), or .../api/v2/write?org=O&bucket=B with "
-                        "$FRAMEQC_INFLUX_TOKEN; never delays classifying (points wait in a "
-                        "spool file beside --log or the state while InfluxDB is down)")
+                        "$FRAMEQC_INFLUX_TOKEN; never delays classifying (points wait until "
+                        f"InfluxDB has them in L.influx-spool with --log L, else {spool})")
     formats = any(a.dest == "format" for a in p._actions)
     g.add_argument("--influx-tag", action="append", metavar="KEY=VALUE",
                    help="a tag on every point, e.g. instrument=IOO (repeatable"

@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument("--once", action="store_true",
                    help="scan once and exit (exit 1 if a frame failed; a failed frame is "
                         "tried again by the next run, 3 times at most)")
-    sender_args(p, resident=True)
+    sender_args(p, resident=True, spool="STATE.influx-spool beside the --state file")
 
 
 def run(args: argparse.Namespace) -> int:

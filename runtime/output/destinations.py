@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from frameqc.runtime.model.card import ModelCard
 
 #: A further destination: called with each record and its timings.
-Sender = Callable[[dict, dict], None]
+Sender = Callable[[dict, dict], bool | None]
 
 
 class Answer(NamedTuple):
@@ -134,7 +134,9 @@ class Destinations:
             written &= self._guard("--sort-into", self.sort_dir, folders.sort_into,
                                    self.sort_dir, rec)
         for sender in self.senders:
-            sender(rec, timings)
+            if sender(rec, timings) is False:  # the InfluxDB point could not be kept
+                self.failed += 1
+                written = False
         return Sent(rec, written)
 
     def _guard(self, option: str, where: str, write: Callable, *args, **kwargs) -> bool:

@@ -2,7 +2,8 @@
 protocol, and the operators' log.
 
 Each is derived from :mod:`frameqc.runtime.output.record`; nothing here names a field
-but the text line's and the error's.
+but the text line's and the error's. Every text of a record is written in the one form of
+:func:`~frameqc.runtime.util.text.readable` (a file name that is not UTF-8 as ``\\xHH``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TextIO
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.output.record import columns, failed, flat, text_line
 from frameqc.runtime.util.files import append_whole
-from frameqc.runtime.util.text import local_time
+from frameqc.runtime.util.text import local_time, readable
 
 #: What ``--format`` offers (``evaluate`` prints figures, not records: text or json).
 FORMATS = ("text", "json", "csv", "influx")
@@ -39,6 +40,7 @@ class Writer:
             self._csv.writerow(columns(self.labels))
 
     def write(self, rec: dict) -> None:
+        rec = shown(rec)
         if failed(rec):
             self.err.write(f"frameqc: {rec['path']}: {rec['error']}\n")
             self.err.flush()
@@ -57,11 +59,20 @@ class Writer:
         self.out.flush()
 
 
+def shown(rec: dict) -> dict:
+    """The record with each text in the one written form (:func:`readable`)."""
+    return {k: readable(v) if isinstance(v, str) else v for k, v in rec.items()}
+
+
 def log_line(rec: dict, timings: dict[str, float], **extra: object) -> bytes:
-    """One ``--log`` line: when, where, the record, its timings, and what the caller adds."""
+    """One ``--log`` line: when, where, the record, its timings, and what the caller adds.
+
+    The record's texts are :func:`shown`; what the caller adds is kept as it is (the watch
+    state's file name, read back by JSON to find the file again).
+    """
     import socket
 
-    entry = {"time": local_time(), "host": socket.gethostname(), **rec,
+    entry = {"time": local_time(), "host": socket.gethostname(), **shown(rec),
              "timings": {k: round(v, 4) for k, v in timings.items()}, **extra}
     return (json.dumps(entry) + "\n").encode()
 

@@ -6,7 +6,9 @@ other field of :data:`~frameqc.runtime.output.record.FIELDS` is a field (``p_<la
 per label), the path among them: a tag per frame would make one series per frame. The
 timestamp is the frame's DATE-OBS (UTC) when it has a time, else the moment of encoding,
 so a point sent twice (a spool resent after a write that half-succeeded) is the same
-point, not a second one.
+point, not a second one. Every text is written in the one form of
+:func:`~frameqc.runtime.util.text.readable` (a byte of a file name that is not UTF-8 as
+``\\xHH``, kept as those four characters by InfluxDB), so a line always encodes.
 
 Used by ``--format influx`` and by the sender that delivers points without ever blocking
 classification (:class:`frameqc.runtime.senders.influx.InfluxSender`).
@@ -20,6 +22,7 @@ from datetime import UTC, datetime
 
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.output import record
+from frameqc.runtime.util.text import readable
 
 MEASUREMENT = "frameqc"
 #: Record fields that are tags: a handful of values each (one series per combination).
@@ -28,7 +31,7 @@ TAGS = ("label", "model", "precision")
 
 def _key(text: str) -> str:
     """A measurement, tag key, tag value or field key: commas, equals, spaces escaped."""
-    text = " ".join(str(text).splitlines())
+    text = " ".join(readable(str(text)).splitlines())
     return text.replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
 
 
@@ -42,7 +45,7 @@ def _value(value: object) -> str | None:
         return f"{value}i"
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else None
-    text = " ".join(str(value).splitlines())
+    text = " ".join(readable(str(value)).splitlines())
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -1,31 +1,37 @@
-"""The InfluxDB sender: never blocks classification, loses no point it can keep.
+"""The InfluxDB sender: never blocks classification, loses no point it was given.
 
-Classification only puts a line on a bounded queue. A background thread posts batches;
-while InfluxDB does not answer, batches go to a spool file and are resent, oldest first,
-once it answers again (by this process, or the next one using the same spool). Points
-that can be neither sent nor spooled are counted and reported in one line.
+Each point is appended to a spool file before its frame counts as done, so a process
+killed a moment later (SIGKILL, the OOM killer) loses none. A background thread posts the
+spool's oldest points in batches and marks each line delivered once InfluxDB has it; a
+spool whose every line is delivered is emptied. A run that ends mid-way (a cron one-shot
+with a slow InfluxDB, a kill) therefore leaves only what was not delivered, and the next
+process using the same spool goes on from there: nothing is sent twice but the batch that
+was in flight. While InfluxDB does not answer, points wait and are tried again after 1, 2,
+4 ... 60 s. Lines InfluxDB refuses are dropped, counted and said (a partial write names
+them: only those go). What could not be kept is counted and reported in one line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
-import queue
+import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.output.line_protocol import line
 from frameqc.runtime.util.files import append_whole
+from frameqc.runtime.util.text import first_line, readable
 
 BATCH = 500  # points per request
 FLUSH_EVERY = 1.0  # seconds a point may wait for its batch
-QUEUE_MAX = 10000  # points waiting for the sender; beyond this they are counted as lost
 BACKOFF = (1.0, 60.0)  # first and longest wait between two tries while InfluxDB is down
 #: Environment variable holding an InfluxDB 2 token (``Authorization: Token ...``).
 TOKEN_ENV = "FRAMEQC_INFLUX_TOKEN"
@@ -68,95 +74,200 @@ def write_url(url: str) -> tuple[str, dict[str, str]]:
 
 
 class Refused(Exception):
-    """InfluxDB answered and refused the points (bad data): resending will not help."""
+    """InfluxDB answered and did not store some points (bad data): resending them will not help.
+
+    ``dropped`` is how many lines of the request it refused; ``again`` the indices of good
+    lines it did not store only because a damaged line before them swallowed them (an
+    unbalanced quote runs on to the end of the request): worth sending without it.
+    """
+
+    def __init__(self, reason: str, dropped: int, again: frozenset[int] = frozenset()) -> None:
+        super().__init__(reason)
+        self.dropped, self.again = dropped, again
 
 
 class Down(Exception):
     """InfluxDB did not answer, or cannot take points now: worth trying again later."""
 
 
-def post(url: str, headers: dict[str, str], lines: Sequence[str],
+def post(url: str, headers: dict[str, str], lines: Sequence[str | bytes],
          timeout: float = TIMEOUT) -> None:
-    """Send points in one request; :class:`Refused` or :class:`Down` when they were not."""
+    """Send points in one request; :class:`Refused` or :class:`Down` when not all were stored."""
     import urllib.error
     import urllib.request
 
-    body = ("\n".join(lines) + "\n").encode()
+    body = b"".join((ln if isinstance(ln, bytes) else ln.encode()) + b"\n" for ln in lines)
     req = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             resp.read()
     except urllib.error.HTTPError as exc:
-        reason = _reason(exc)
+        text = _body(exc)
         if exc.code == 400:  # a field of another type, a line it cannot parse
-            raise Refused(f"HTTP 400: {reason}") from None
-        raise Down(f"HTTP {exc.code}: {reason}") from None  # 401/403/404: fixable; 5xx
+            raise refusal(text, lines) from None
+        raise Down(f"HTTP {exc.code}: {_first(text) or exc.reason}") from None  # 401-404, 5xx
     except (OSError, ValueError) as exc:  # refused, reset, timed out, DNS
         raise Down(str(getattr(exc, "reason", None) or exc) or type(exc).__name__) from None
 
 
-def _reason(exc: Exception) -> str:
-    """The first line of what an HTTP error's body says."""
+def refusal(text: str, lines: Sequence[str | bytes]) -> Refused:
+    """Which lines an HTTP 400 says were not stored.
+
+    InfluxDB 1.x names each line it could not parse (``unable to parse 'LINE': why``;
+    a line with an unbalanced quote takes the following lines with it), counts the points
+    it refused otherwise (``dropped=N``, a field of another type), and says ``partial
+    write`` when it stored the rest; InfluxDB 2 says ``(N written)``. Anything else is a
+    refusal of the whole request.
+    """
     try:
-        text = exc.read().decode("utf-8", "replace").strip()
+        answer = json.loads(text)
+        message = str(answer.get("error") or answer.get("message") or text)
+    except (ValueError, AttributeError):
+        message = text
+    shown = [ln.decode("utf-8", "replace") if isinstance(ln, bytes) else ln for ln in lines]
+    heads: list[int] = []
+    again: set[int] = set()
+    why = ""
+    for i, ln in enumerate(shown):
+        if i in again:
+            continue
+        at = message.find(f"unable to parse '{ln}")
+        end = at + len("unable to parse '") + len(ln)
+        if at < 0 or message[end:end + 1] not in ("'", "\n"):
+            continue
+        heads.append(i)
+        k = i + 1
+        while k < len(shown) and message.startswith(f"\n{shown[k]}", end):
+            again.add(k)
+            end += 1 + len(shown[k])
+            k += 1
+        if not why:
+            said = re.match(r"': (.*?)(?: dropped=\d+)?(?:\n|$)", message[end:])
+            why = f"{said.group(1) if said else 'cannot parse'}: {ln[:80]}"
+    counted = re.search(r"dropped=(\d+)", message)
+    written = re.search(r"\((\d+) written\)", message)
+    reason = why or _first(message.removeprefix("partial write: "))
+    if heads:
+        dropped = len(heads) + (int(counted.group(1)) if counted else 0)
+    elif written:
+        dropped = max(0, len(lines) - int(written.group(1)))
+    elif "partial write" in message and counted:
+        dropped = int(counted.group(1))
+    else:
+        dropped = len(lines)
+    return Refused(f"HTTP 400: {reason}", min(dropped, len(lines)), frozenset(again))
+
+
+def _body(exc: Exception) -> str:
+    """What an HTTP error's body says."""
+    try:
+        return exc.read().decode("utf-8", "replace").strip()
     except OSError:
-        text = ""
-    return (text.splitlines() or [str(exc.reason)])[0][:200]
+        return ""
+
+
+def _first(text: str) -> str:
+    """A message's first line, short, without InfluxDB's count of dropped points."""
+    first = (text.strip().splitlines() or [""])[0]
+    return re.sub(r" dropped=\d+$", "", first)[:200]
+
+
+DONE = b"#"  # a delivered line's first byte: a comment, should an older frameqc resend it
+CHUNK = 1 << 18  # bytes read from the spool at a time
 
 
 # -- the spool -----------------------------------------------------------------------------
 
 class Spool:
-    """A file of points not yet delivered, shared safely by processes using the same one."""
+    """A file of points, oldest first, shared safely by the processes that use it.
+
+    Lines are appended whole (:func:`append_whole`). A delivered line is marked in place,
+    its first byte overwritten by :data:`DONE`, so the file keeps its length (a kill at
+    any moment leaves whole lines) until every line is delivered and it is emptied. Each
+    change is made under the file's lock, held for file work only, never for a request.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._start = 0  # where the first line this process saw undelivered begins
 
-    def append(self, lines: Iterable[str]) -> None:
-        data = "".join(f"{ln}\n" for ln in lines).encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        append_whole(self.path, data)
+    def append(self, data: bytes) -> None:
+        try:
+            append_whole(self.path, data)
+        except FileNotFoundError:  # its folder is not there (yet): make it, once more
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            append_whole(self.path, data)
 
     def pending(self) -> int:
+        """Points not delivered yet."""
         try:
             with open(self.path, "rb") as fh:
-                return sum(1 for ln in fh if ln.strip())
+                return sum(1 for ln in fh if ln.strip() and not ln.startswith(DONE))
         except OSError:
             return 0
 
-    def drain(self, send) -> int:
-        """Send what the spool holds, oldest first, in batches; keep what was not sent.
+    def take(self, n: int) -> list[tuple[int, bytes]]:
+        """Up to ``n`` of the oldest undelivered lines (without newline), with their offsets."""
+        with self._locked() as fd:
+            if fd is None:
+                return []
+            size = os.fstat(fd).st_size
+            if self._start > size or (self._start and os.pread(fd, 1, 0) != DONE):
+                self._start = 0  # emptied, perhaps refilled, by another process
+            taken: list[tuple[int, bytes]] = []
+            for offset, ln in _lines(fd, self._start, size):
+                if ln.strip() and not ln.startswith(DONE):
+                    taken.append((offset, ln))
+                    if len(taken) == n:
+                        break
+            self._start = taken[0][0] if taken else size
+            return taken
 
-        ``send(lines)`` raises :class:`Down` to stop (the rest stays), :class:`Refused` to
-        drop a batch InfluxDB will never take. Returns how many points were sent.
-        """
+    def mark(self, lines: list[tuple[int, bytes]]) -> None:
+        """Mark ``lines`` (from :meth:`take`) delivered, unless another process has already;
+        empty the spool once all of it is delivered."""
+        with self._locked() as fd:
+            if fd is None or not lines:
+                return
+            for offset, ln in lines:
+                if os.pread(fd, len(ln), offset) == ln:
+                    os.pwrite(fd, DONE, offset)
+            size = os.fstat(fd).st_size
+            if lines[-1][0] + len(lines[-1][1]) + 1 >= size and not any(
+                    ln.strip() and not ln.startswith(DONE) for _, ln in _lines(fd, 0, size)):
+                os.ftruncate(fd, 0)
+                self._start = 0
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[int | None]:
+        """The spool's descriptor under its exclusive lock (None when there is no spool)."""
         try:
-            fd = os.open(self.path, os.O_RDWR)
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
-            return 0
-        sent = 0
+            yield None
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            with os.fdopen(os.dup(fd), "r", encoding="utf-8", errors="replace") as fh:
-                lines = [ln.rstrip("\n") for ln in fh if ln.strip()]
-            done = 0
-            try:
-                while done < len(lines):
-                    batch = lines[done:done + BATCH]
-                    try:
-                        send(batch)
-                        sent += len(batch)
-                    except Refused:
-                        pass
-                    done += len(batch)
-            finally:
-                rest = "".join(f"{ln}\n" for ln in lines[done:]).encode()
-                os.lseek(fd, 0, os.SEEK_SET)
-                os.write(fd, rest)
-                os.ftruncate(fd, len(rest))
+            yield fd
         finally:
             os.close(fd)
-        return sent
+
+
+def _lines(fd: int, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """The whole lines of ``fd`` between ``start`` and ``end``, with their offsets (a torn
+    tail, left by a writer that died mid-line, is not a line)."""
+    pos, rest = start, b""
+    while pos < end:
+        chunk = os.pread(fd, min(CHUNK, end - pos), pos)
+        if not chunk:
+            return
+        data, at = rest + chunk, pos - len(rest)
+        pos += len(chunk)
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        for ln in lines:
+            yield at, ln
+            at += len(ln) + 1
 
 
 # -- the sender ----------------------------------------------------------------------------
@@ -170,7 +281,7 @@ class InfluxSender:
     url : str
         ``--influx URL`` (see :func:`write_url`).
     spool : path
-        Where undelivered points wait (beside the log or the watch state).
+        Where points wait until InfluxDB has them (:func:`frameqc.runtime.senders.spool_beside`).
     tags : dict, optional
         The operator's tags, on every point.
     """
@@ -184,146 +295,125 @@ class InfluxSender:
         self.spool = Spool(Path(spool))
         self.err = err or sys.stderr
         self.batch, self.flush_every, self.timeout = batch, flush_every, timeout
-        self.queue: queue.Queue[str | None] = queue.Queue(QUEUE_MAX)
-        self.sent = self.spooled = self.resent = self.failed = self.lost = 0
+        self.sent = self.resent = self.failed = self.lost = 0
+        self.refusal = ""  # what InfluxDB said when it last refused points
+        self.waiting = self.spool.pending()  # points that waited: an earlier run's, an outage's
         self.down: str | None = None  # why InfluxDB is not taking points, while it is not
+        self.outages = self.back = 0  # outages so far; points that waited, sent since
         self.retry_at = 0.0
         self.backoff = BACKOFF[0]
         self._said: set[str] = set()
+        self._counts = threading.Lock()
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="frameqc-influx", daemon=True)
         self._thread.start()
 
-    def __call__(self, rec: dict, timings: dict[str, float]) -> None:
+    def __call__(self, rec: dict, timings: dict[str, float]) -> bool:
+        """Put the record's point in the spool; False when it could not be written there
+        (the frame is then not done: ``watch`` takes it again)."""
         try:
-            self.queue.put_nowait(line(rec, self.tags))
-        except queue.Full:
-            self.lost += 1
-            self._say("queue", f"more than {QUEUE_MAX} points waiting; points are being "
-                               "dropped and counted")
+            data = (line(rec, self.tags) + "\n").encode()
+        except Exception as exc:  # a value no encoding takes: a bug, said; the frame goes on
+            self._count(lost=1)
+            self._say("encode", f"cannot encode the point of {readable(str(rec.get('path')))} "
+                                f"({first_line(exc)}); such points are lost and counted")
+            return True
+        try:
+            self.spool.append(data)
+        except OSError as exc:
+            self._count(lost=1)
+            self._say("spool", f"cannot write the spool {self.spool.path} "
+                               f"({exc.strerror or exc}); points are being lost and counted")
+            return False
+        if self.down is not None:
+            self._count(waiting=1)
+        return True
 
     def health(self) -> dict:
-        """What ``status`` shows: waiting, sent, spooled (and pending), refused, lost."""
-        return {"sink": "influx", "url": self.shown, "queue": self.queue.qsize(),
-                "sent": self.sent, "spooled": self.spooled, "resent": self.resent,
+        """What ``status`` shows: sent (and how many had waited), pending, refused, lost."""
+        return {"sink": "influx", "url": self.shown, "sent": self.sent, "resent": self.resent,
                 "pending": self.spool.pending(), "failed": self.failed, "lost": self.lost,
                 "down": self.down}
 
     def close(self, wait: float | None = None) -> None:
-        """Send what is queued (spooling what cannot go), then report once what was not sent.
-
-        ``wait`` bounds the time spent (default: two request timeouts).
-        """
+        """Send what waits, for at most ``wait`` seconds (default: two request timeouts),
+        then report in one line what was not sent, and what had waited and went."""
         self._closing.set()
-        with contextlib.suppress(queue.Full):  # full: the thread sees _closing instead
-            self.queue.put_nowait(None)
         self._thread.join(2 * self.timeout if wait is None else wait)
-        leftover: list[str] = []
-        while True:
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                leftover.append(item)
-        if leftover:
-            self._to_spool(leftover)
-        if self.spooled or self.lost or self.failed:
-            self._report()
+        pending = self.spool.pending()
+        if self.resent or self.failed or self.lost or pending:
+            self._report(pending)
 
     # the background thread -----------------------------------------------------------
 
     def _loop(self) -> None:
-        closing = False
-        while not closing:
-            batch, closing = self._collect()
-            if batch:
-                self._deliver(batch)
-            elif not closing and time.monotonic() >= self.retry_at:
-                self._resend()
-        if self.down is None:
-            self._resend()
-
-    def _collect(self) -> tuple[list[str], bool]:
-        """Up to a batch of points, waiting at most ``flush_every`` for them; and whether
-        the sender is closing."""
-        batch: list[str] = []
-        deadline = time.monotonic() + self.flush_every
-        while len(batch) < self.batch:
-            try:
-                item = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                return batch, self._closing.is_set() and not batch
-            if item is None:
-                return batch, True
-            batch.append(item)
-        return batch, False
-
-    def _deliver(self, batch: list[str]) -> None:
-        if self.down is not None and time.monotonic() < self.retry_at:
-            self._to_spool(batch)  # still backing off: no request, no delay for the queue
-            return
-        if self.down is not None:
-            self._resend()  # the oldest first; it tells whether InfluxDB is back
-            if self.down is not None:
-                self._to_spool(batch)
+        while True:
+            closing = self._closing.wait(self.flush_every)
+            if self.down is None or (not closing and time.monotonic() >= self.retry_at):
+                try:
+                    self._drain()
+                except OSError as exc:
+                    self._say("spool-read", f"cannot use the spool {self.spool.path} "
+                                            f"({exc.strerror or exc}); tried again")
+                except Exception as exc:  # a bug met by one batch: said; the sender goes on
+                    self._say("bug", f"sending failed ({type(exc).__name__}: "
+                                     f"{first_line(exc)}); the points wait, tried again")
+            if closing:
                 return
-        try:
-            self._send(batch)
-            self.sent += len(batch)
-        except Refused as exc:
-            self._refused(len(batch), exc)
-        except Down as exc:
-            self._went_down(exc)
-            self._to_spool(batch)
 
-    def _send(self, lines: Sequence[str]) -> None:
-        post(self.url, self.headers, lines, self.timeout)
-
-    def _resend(self) -> None:
-        """Empty the spool while InfluxDB takes points; note when it stops."""
-        def send(lines: Sequence[str]) -> None:
+    def _drain(self) -> None:
+        """Post the spool's oldest points, a batch at a time, until none is left or InfluxDB
+        stops taking them."""
+        while True:
+            taken = self.spool.take(self.batch)
+            if not taken:
+                break
+            again: frozenset[int] = frozenset()
             try:
-                self._send(lines)
+                post(self.url, self.headers, [ln for _, ln in taken], self.timeout)
+                dropped = 0
+            except Down as exc:
+                self._went_down(exc)
+                return
             except Refused as exc:
-                self._refused(len(lines), exc)
-                raise
-            self.resent += len(lines)
+                dropped, again, self.refusal = exc.dropped, exc.again, str(exc)
+                self._say(f"refused:{exc}", f"InfluxDB refused {dropped} point"
+                                            f"{'s' if dropped != 1 else ''} ({exc})")
+            self.spool.mark([t for i, t in enumerate(taken) if i not in again])
+            self._delivered(len(taken) - len(again), dropped)
+        if self.down is not None or self.back:
+            self._say(f"up:{self.outages}", f"InfluxDB at {self.shown} answers again; "
+                                            f"{self.back} points that waited in "
+                                            f"{self.spool.path} were sent")
+            self.down, self.backoff, self.back = None, BACKOFF[0], 0
 
-        try:
-            self.spool.drain(send)
-        except Down as exc:
-            self._went_down(exc)
-            return
-        except OSError as exc:
-            self._say("spool-read", f"cannot read the spool {self.spool.path} "
-                                    f"({exc.strerror or exc})")
-            return
-        if self.down is not None:
-            self._say(f"up:{self.down}", f"InfluxDB at {self.shown} answers again; "
-                                         "spooled points resent")
-        self.down, self.backoff = None, BACKOFF[0]
+    def _delivered(self, handled: int, dropped: int) -> None:
+        """Count a batch InfluxDB answered: ``handled`` lines, ``dropped`` of them refused."""
+        with self._counts:
+            waited = min(handled, self.waiting)
+            self.waiting -= waited
+            self.sent += handled - dropped
+            self.resent += min(waited, handled - dropped)
+            self.failed += dropped
+            if self.outages:
+                self.back += min(waited, handled - dropped)
 
     def _went_down(self, exc: Exception) -> None:
-        if self.down is None:
+        was_up, self.down = self.down is None, str(exc)  # points from now on will have waited
+        if was_up:
             self._say(f"down:{exc}", f"InfluxDB at {self.shown} is not taking points ({exc}); "
                                      f"they wait in {self.spool.path}")
-        self.down = str(exc)
+            self.outages += 1
+            pending = self.spool.pending()
+            with self._counts:
+                self.waiting = max(self.waiting, pending)
         self.retry_at = time.monotonic() + self.backoff
         self.backoff = min(2 * self.backoff, BACKOFF[1])
 
-    def _refused(self, n: int, exc: Exception) -> None:
-        self.failed += n
-        self._say(f"refused:{exc}", f"InfluxDB refused {n} points ({exc})")
-
-    def _to_spool(self, lines: list[str]) -> None:
-        try:
-            self.spool.append(lines)
-            self.spooled += len(lines)
-        except OSError as exc:
-            self.lost += len(lines)
-            self._say("spool", f"cannot write the spool {self.spool.path} "
-                               f"({exc.strerror or exc}); points are being lost and counted")
+    def _count(self, lost: int = 0, waiting: int = 0) -> None:
+        with self._counts:
+            self.lost += lost
+            self.waiting += waiting
 
     def _say(self, key: str, text: str) -> None:
         """One line per kind of trouble, not one per point."""
@@ -332,14 +422,15 @@ class InfluxSender:
             self.err.write(f"frameqc: --influx: {text}\n")
             self.err.flush()
 
-    def _report(self) -> None:
-        parts = [f"{self.sent + self.resent} points sent"]
-        pending = self.spool.pending()
+    def _report(self, pending: int) -> None:
+        waited = f" ({self.resent} of them had waited in {self.spool.path})" \
+            if self.resent else ""
+        parts = [f"{self.sent} points sent{waited}"]
         if pending:
             parts.append(f"{pending} waiting in {self.spool.path} (sent when InfluxDB "
                          "answers, by the next run with this spool)")
         if self.failed:
-            parts.append(f"{self.failed} refused by InfluxDB")
+            parts.append(f"{self.failed} refused by InfluxDB ({self.refusal})")
         if self.lost:
             parts.append(f"{self.lost} lost")
         self.err.write(f"frameqc: --influx {self.shown}: {'; '.join(parts)}\n")

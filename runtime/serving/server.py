@@ -66,7 +66,7 @@ from frameqc.runtime.serving.protocol import (
     recv_exact,
     send,
 )
-from frameqc.runtime.util.text import first_line, local_time
+from frameqc.runtime.util.text import first_line, local_time, readable
 
 CHECK_EVERY = 2.0  # seconds between two looks at the model file
 
@@ -199,7 +199,7 @@ class ServerState:
         self.count(frames=1, errors="error" in rec)
         if not self.log:
             what = rec.get("error") or f"{rec['label']} {rec['probability']:.3f}"
-            self.err.write(f"{local_time()} {client} {rec['path']}: "
+            self.err.write(f"{local_time()} {client} {readable(rec['path'])}: "
                            f"{what} ({sum(result.timings.values()):.3f} s)\n")
             self.err.flush()
         return rec

@@ -47,6 +47,7 @@ from frameqc.runtime.engine.pipeline import Classifier
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.output.destinations import Destinations
 from frameqc.runtime.output.formats import append_log
+from frameqc.runtime.util.text import readable
 
 Key = tuple[str, int, int]  # name, size, mtime_ns
 ATTEMPTS = 3  # failures of one frame (unchanged) before it is given up
@@ -195,7 +196,7 @@ class Watcher:
         now = time.time_ns()
         present, unknown = listing(self.directory)
         for name, exc in unknown.items():
-            self.warn(f"{self.directory / name}: cannot read its state "
+            self.warn(f"{readable(str(self.directory / name))}: cannot read its state "
                       f"({exc.strerror or exc}); left until it can")
         if present:
             def kept(k: Key) -> bool:
@@ -232,8 +233,8 @@ class Watcher:
                 rec, written, why = None, False, f"cannot write ({exc.strerror or exc})"
             if not written:
                 self.unwritten += 1
-                self.warn(f"{path}: its decision could not be written ({why}); not done, "
-                          "taken again by a later scan")
+                self.warn(f"{readable(str(path))}: its decision could not be written ({why}); "
+                          "not done, taken again by a later scan")
                 break  # the outputs are failing: leave the rest for a later scan
             failures = self.attempts.pop(key, (0, 0.0))[0] + (result.error is not None)
             if result.error is not None and failures < ATTEMPTS:

@@ -40,6 +40,28 @@ def library_message(exc: BaseException, limit: int = 200) -> str:
     return text[:limit] if text else type(exc).__name__
 
 
+def readable(text: str) -> str:
+    r"""``text`` as frameqc writes it for people and for other programs: the one form.
+
+    A file name is kept as its bytes (``surrogateescape``) to open the file; wherever it
+    is written (text, JSON, CSV, ``--log``, line protocol, stderr) each byte that is not
+    UTF-8 becomes ``\xHH`` (``x\xff.fits``), and any other lone surrogate ``\uXXXX``.
+    Text that is valid UTF-8 is returned unchanged (docs/classifying.md).
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join(_escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, kept by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}" if 0xD800 <= code <= 0xDFFF else char
+
+
 def local_time() -> str:
     """Now, local time with its UTC offset (``2025-07-08T23:10:04+0000``): log lines."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
