@@ -390,13 +390,14 @@ class _SlowInflux:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = False  # close() waits for writes still being forwarded:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         self.write_url = f"http://127.0.0.1:{self.server.server_port}/write?db={DB}"
 
     def close(self) -> None:
         self.server.shutdown()
-        self.server.server_close()
+        self.server.server_close()  # none lands in the next test's database
 
 
 def _spooled(n: int, start: str = "2026-07-01T00:00:00Z") -> list[str]:
