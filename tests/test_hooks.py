@@ -24,6 +24,8 @@ from typing import ClassVar
 
 import pytest
 
+from frameqc.runtime.util.text import readable
+
 from helpers import frameqc, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,7 +183,7 @@ def test_a_hook_worker_survives_any_record(recorder):
     got = {rec["path"]: env for rec, env in calls()}
     assert "/ok.fits" in got and got["/ok.fits"][b"FRAMEQC_LABEL"] == b"Wobble"
     assert got["/a\0b.fits"][b"FRAMEQC_PATH"] == b"/ab.fits"
-    assert got["/c\ud800.fits"][b"FRAMEQC_PATH"] == b"/c\\ud800.fits"
+    assert got["/c\\ud800.fits"][b"FRAMEQC_PATH"] == b"/c\\ud800.fits"  # stdin: as shown
     assert "/d.fits" not in got
     assert got["/e.fits"][b"FRAMEQC_P_WOBBLE"] == b"high"
     assert b"FRAMEQC_DATE_OBS" not in got["/f.fits"]
@@ -442,7 +444,7 @@ def test_every_documented_hook_is_safe_with_any_file_name(cards, tmp_path, name)
         seen[call.name.split(".")[0]] = (argv, (call / "stdin").read_bytes())
     assert set(seen) == {"mail", "ltlog"}, seen
     label, p = recs[0]["label"], recs[0]["probability"]  # the same in every run
-    assert all((r["label"], r["probability"], r["path"]) == (label, p, str(frame))
+    assert all((r["label"], r["probability"], r["path"]) == (label, p, readable(str(frame)))
                for r in recs)
     argv, stdin = seen["mail"]
     assert argv == [b"-s", f"frameqc: {label} ({p}) {DATE}".encode(), b"duty@example.org"]
@@ -451,7 +453,7 @@ def test_every_documented_hook_is_safe_with_any_file_name(cards, tmp_path, name)
     assert argv[-2:] == [b"-m", f"{label} {p} ".encode() + raw]
     body, = _Chat.bodies  # one post, a JSON object with one text naming the frame
     message = json.loads(body)
-    shown = raw.decode("utf-8", "replace")
+    shown = readable(os.fsdecode(raw))  # the record's one written form of the name
     assert set(message) == {"text"}, message
     assert message["text"].startswith(f"frameqc: {label} p=")
     assert message["text"].endswith(f" {shown} (streak 1)")

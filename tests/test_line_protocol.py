@@ -19,7 +19,7 @@ def test_a_date_influxdb_cannot_store_is_stamped_now(date_obs):
 
 @pytest.mark.influxd
 def test_influxdb_takes_every_point_and_keeps_the_header_text(tmp_path):
-    from frameqc.runtime.senders.influx import post, write_url
+    from frameqc.runtime.senders.influx_api import post, write_url
 
     server = Influx(tmp_path)
     server.start()

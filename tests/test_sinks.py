@@ -120,7 +120,7 @@ def _wait(predicate, seconds: float, what: str):
 
 def test_awkward_values_come_back_as_they_were(db):
     from frameqc.runtime.output.line_protocol import line
-    from frameqc.runtime.senders.influx import post, write_url
+    from frameqc.runtime.senders.influx_api import post, write_url
 
     rec = {"path": '/data/a b,c=d "q" \\x.fits', "label": "Bad frame, really", "index": 1,
            "probability": 0.75, "probabilities": {"Bad frame, really": 0.75, "OK=": 0.25},

@@ -48,7 +48,7 @@ class Senders:
         """Refuse a bad ``--influx`` URL or ``--on-alert`` command before the model is
         touched (one line, exit 2)."""
         if getattr(args, "influx", None):
-            from frameqc.runtime.senders.influx import write_url
+            from frameqc.runtime.senders.influx_api import write_url
 
             write_url(args.influx)
         if getattr(args, "on_alert", None):

@@ -45,6 +45,7 @@ from typing import TextIO
 
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.output import record
+from frameqc.runtime.output.formats import shown
 from frameqc.runtime.senders.streak import Streak
 
 DEFAULT_TIMEOUT = 30.0  # seconds a hook may run
@@ -265,7 +266,7 @@ class AlertHook:
     def run(self, rec: dict, count: int) -> str | None:
         """Run the hook once; what went wrong, in a few words, or None."""
         env = self.environment(rec, count)
-        data = json.dumps(rec).encode() + b"\n"
+        data = json.dumps(shown(rec)).encode() + b"\n"  # as --format json prints it
         start = time.monotonic()
         try:
             proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
