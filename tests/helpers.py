@@ -18,6 +18,19 @@ from PIL import Image
 LABELS = ("Shutter", "OK")
 
 
+class Lines:
+    """A stream for ``err=``: what was written, as one text (``.text``)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+    def flush(self) -> None:
+        pass
+
+
 def run_cli(*argv: str) -> tuple[int, str, str]:
     """Run ``frameqc ARGV`` in this process; returns (exit code, stdout, stderr)."""
     from frameqc.runtime.cli import main

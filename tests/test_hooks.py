@@ -26,7 +26,7 @@ import pytest
 
 from frameqc.runtime.util.text import readable
 
-from helpers import frameqc, run_cli
+from helpers import Lines, frameqc, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DATE = "2026-07-08T22:10:00"
@@ -97,17 +97,6 @@ def recorder(tmp_path):
     return shlex.join([str(script), str(calls)]), read
 
 
-class _Lines:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, s: str) -> None:
-        self.text += s
-
-    def flush(self) -> None:
-        pass
-
-
 def _wait(predicate, seconds: float, what: str):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -165,7 +154,7 @@ def test_a_hook_worker_survives_any_record(recorder):
     from frameqc.runtime.senders.hooks import AlertHook
 
     cmd, calls = recorder
-    err = _Lines()
+    err = Lines()
     hook = AlertHook(cmd, ("Wobble",), err=err)
     base = {"label": "Wobble", "probability": 0.9, "model": "m", "precision": "int8"}
     hostile = [

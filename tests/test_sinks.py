@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from influx import DB, Influx, free_port
 
-from helpers import run_cli
+from helpers import Lines, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -309,7 +309,7 @@ def test_a_name_that_is_not_utf8_reaches_influxdb(model, tmp_path, db):
 def test_the_sender_survives_anything_one_record_holds(tmp_path, db):
     from frameqc.runtime.senders.influx import InfluxSender
 
-    err = _Lines()
+    err = Lines()
     sender = InfluxSender(db.write_url, tmp_path / "spool", err=err, flush_every=0.05)
     odd = [{**_good(1), "path": os.fsdecode(b"/x\xff.fits")},
            {**_good(2), "path": "/lone \ud800.fits"},
@@ -467,7 +467,7 @@ def test_an_unwritable_spool_counts_the_loss(tmp_path):
 
     (tmp_path / "file").write_text("a file, not a folder (root may write anywhere else)")
     port = free_port()  # nobody listens there
-    err = _Lines()
+    err = Lines()
     sender = InfluxSender(f"http://127.0.0.1:{port}/write?db=x", tmp_path / "file" / "spool",
                           err=err, flush_every=0.05)
     rec = {"path": "a.fits", "label": "OK", "probability": 0.9, "model": "m",
@@ -477,17 +477,6 @@ def test_an_unwritable_spool_counts_the_loss(tmp_path):
     sender.close()
     assert sender.lost == 5 and sender.sent == 0
     assert "cannot write the spool" in err.text and err.text.endswith("5 lost\n")
-
-
-class _Lines:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, s: str) -> None:
-        self.text += s
-
-    def flush(self) -> None:
-        pass
 
 
 # -- options ----------------------------------------------------------------------------------
@@ -607,7 +596,7 @@ def test_a_hanging_hook_never_delays_a_decision(tmp_path):
     from frameqc.runtime.senders.hooks import QUEUE_MAX, AlertHook
 
     pidfile = tmp_path / "pid"
-    err = _Lines()
+    err = Lines()
     hook = AlertHook(f"sh -c 'sleep 60 & echo $! > {pidfile}; wait'", ("Wobble",),
                      timeout=1.0, err=err)
     start = time.perf_counter()
@@ -658,7 +647,7 @@ def test_alert_after_fires_once_per_streak(recorder):
     from frameqc.runtime.senders.hooks import AlertHook
 
     cmd, calls = recorder
-    hook = AlertHook(cmd, ("Wobble", "Shutter"), after=3, err=_Lines())
+    hook = AlertHook(cmd, ("Wobble", "Shutter"), after=3, err=Lines())
     failed = {"path": "/x.fits", "error": "truncated", "model": "m", "precision": "int8"}
     seq = [_alert(0), _alert(1), _good(2),  # two alerts: no
            _alert(3), _alert(4), failed, _alert(5),  # third in a row (a failure between)
@@ -676,7 +665,7 @@ def test_alert_after_fires_once_per_streak(recorder):
 def test_a_card_without_alerts_says_the_hook_will_not_run():
     from frameqc.runtime.senders.hooks import AlertHook
 
-    err = _Lines()
+    err = Lines()
     hook = AlertHook("true", (), err=err)
     hook(_alert(0), {})
     hook.close()
@@ -741,7 +730,7 @@ def test_an_influxdb2_url_sends_the_token(tmp_path, monkeypatch):
     monkeypatch.setenv("FRAMEQC_INFLUX_TOKEN", "s3cret")
     try:
         url = f"http://127.0.0.1:{server.server_port}/api/v2/write?org=lt&bucket=frameqc"
-        sender = InfluxSender(url, tmp_path / "spool", err=_Lines(), flush_every=0.05)
+        sender = InfluxSender(url, tmp_path / "spool", err=Lines(), flush_every=0.05)
         sender(_good(1), {})
         sender.close()
     finally:
