@@ -11,6 +11,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 from PIL import Image
@@ -29,6 +30,18 @@ class Lines:
 
     def flush(self) -> None:
         pass
+
+
+def wait_for(predicate, seconds: float, what: str):
+    """``predicate()``'s first true value, asked every 0.1 s; an AssertionError naming
+    ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"waited {seconds} s for {what}")
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:

@@ -26,7 +26,7 @@ import pytest
 
 from frameqc.runtime.util.text import readable
 
-from helpers import Lines, frameqc, run_cli
+from helpers import Lines, frameqc, run_cli, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DATE = "2026-07-08T22:10:00"
@@ -95,16 +95,6 @@ def recorder(tmp_path):
         return out
 
     return shlex.join([str(script), str(calls)]), read
-
-
-def _wait(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"waited {seconds} s for {what}")
 
 
 def _gone(pid: int) -> bool:
@@ -231,7 +221,7 @@ def test_a_restarted_watch_goes_on_with_its_streak(cards, tmp_path, recorder):
                  str(log), "--alert-after", "2", "--on-alert", cmd, str(incoming)],
                 stdout=subprocess.DEVNULL, stderr=err)
         try:
-            _wait(lambda n=n: log.exists() and len(log.read_text().splitlines()) == n, 60,
+            wait_for(lambda n=n: log.exists() and len(log.read_text().splitlines()) == n, 60,
                   "the frame decided")
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -287,9 +277,9 @@ def test_a_reload_brings_the_new_alert_labels(runtime_model, cards, tmp_path, re
         new.symlink_to(both)
         new.replace(link)
         server.proc.send_signal(signal.SIGHUP)
-        _wait(lambda: server.status()["model"]["path"] == both, 60, "the reload")
+        wait_for(lambda: server.status()["model"]["path"] == both, 60, "the reload")
         assert classify()["label"] == "Shutter"
-        _wait(lambda: len(calls()) == 1, 30, "the hook after the reload")
+        wait_for(lambda: len(calls()) == 1, 30, "the hook after the reload")
         assert "Shutter, Wobble" in server.log.read_text()
         assert server.stop() == 0
 

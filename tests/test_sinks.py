@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from influx import DB, Influx, free_port
 
-from helpers import Lines, run_cli
+from helpers import Lines, run_cli, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,16 +104,6 @@ def _ns(date_obs: str) -> int:
     from frameqc.runtime.output.line_protocol import timestamp_ns
 
     return timestamp_ns(date_obs)
-
-
-def _wait(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"waited {seconds} s for {what}")
 
 
 # -- line protocol --------------------------------------------------------------------------
@@ -248,18 +238,18 @@ def test_influxdb_down_mid_watch_loses_no_point(model, tmp_path, db):
              str(incoming)], stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     spool = Path(f"{log}.influx-spool")
     try:
-        _wait(lambda: _count(db) == 2, 60, "the first two points")
+        wait_for(lambda: _count(db) == 2, 60, "the first two points")
         db.stop()
         _frames(incoming, DATES[2:], first=2)
-        _wait(lambda: log.exists() and len(log.read_text().splitlines()) == len(DATES), 60,
+        wait_for(lambda: log.exists() and len(log.read_text().splitlines()) == len(DATES), 60,
               "the frames decided while InfluxDB is down")
-        _wait(lambda: spool.exists() and len(spool.read_text().splitlines()) == 4, 30,
+        wait_for(lambda: spool.exists() and len(spool.read_text().splitlines()) == 4, 30,
               "the points spooled")
-        _wait(lambda: "is not taking points" in (tmp_path / "stderr").read_text(), 30,
+        wait_for(lambda: "is not taking points" in (tmp_path / "stderr").read_text(), 30,
               "the sender to find InfluxDB down")
         db.start()
-        _wait(lambda: _count(db) == len(DATES), 90, "the spool resent")
-        _wait(lambda: spool.read_text() == "", 10, "the spool emptied")
+        wait_for(lambda: _count(db) == len(DATES), 90, "the spool resent")
+        wait_for(lambda: spool.read_text() == "", 10, "the spool emptied")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
@@ -324,7 +314,7 @@ def test_the_sender_survives_anything_one_record_holds(tmp_path, db):
         return series[0]["values"][0][1] if series else 0
 
     try:
-        _wait(lambda: points() == 9, 30, "every point that has an encoding")
+        wait_for(lambda: points() == 9, 30, "every point that has an encoding")
     finally:
         alive = sender._thread.is_alive()
         sender.close()
@@ -608,10 +598,10 @@ def test_a_hanging_hook_never_delays_a_decision(tmp_path):
     took = time.perf_counter() - start
     assert took < 1.0 and slowest < 0.05, (took, slowest)
     assert hook.fired == 2000 and hook.dropped >= 2000 - QUEUE_MAX - 1
-    _wait(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "the hook's child")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "the hook's child")
     hook.close(wait=0)  # no grace: the running hook is killed with its group
     child = int(pidfile.read_text())
-    _wait(lambda: not Path(f"/proc/{child}").exists()
+    wait_for(lambda: not Path(f"/proc/{child}").exists()
           or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2], 10,
           "the hook's whole process group killed")
     assert "at exit: 1 alert hook cut short (killed)" in err.text
@@ -689,11 +679,11 @@ def test_serve_sends_points_runs_hooks_and_shows_its_sinks(model, tmp_path, db,
                                  *map(str, frames))
         assert code == 0, err
         recs = [json.loads(ln) for ln in out.splitlines()]
-        _wait(lambda: _count(db) == len(frames), 30, "the server's points")
+        wait_for(lambda: _count(db) == len(frames), 30, "the server's points")
         alerts = [r for r in recs if r["label"] == "Shutter"]
         starts = [p for p, n in _streaks(recs).items() if n == 1]  # --alert-after 1
         assert len(starts) < len(alerts)  # the frames have a streak longer than 1
-        _wait(lambda: [r["path"] for r, _ in calls()] == starts, 30, "the server's hooks")
+        wait_for(lambda: [r["path"] for r, _ in calls()] == starts, 30, "the server's hooks")
         sinks = server.status()["sinks"]
         assert sinks[0]["sink"] == "influx" and sinks[0]["sent"] == len(frames)
         assert sinks[0]["down"] is None and sinks[0]["pending"] == 0
