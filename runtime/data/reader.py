@@ -161,21 +161,21 @@ def read_frame(source: Source) -> Frame:
 
 def max_pixels() -> int:
     """``$FRAMEQC_MAX_PIXELS``, else :data:`DEFAULT_MAX_PIXELS`."""
-    value = os.environ.get(MAX_PIXELS_ENV)
-    if not value:
-        return DEFAULT_MAX_PIXELS
-    if not value.isdigit() or int(value) < 1:
-        raise UsageError(f"${MAX_PIXELS_ENV} must be a whole number of pixels, not {value!r}")
-    return int(value)
+    return _pixel_limit(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS)
 
 
 def max_image_pixels() -> int:
     """``$FRAMEQC_MAX_IMAGE_PIXELS``, else :data:`DEFAULT_MAX_IMAGE_PIXELS`."""
-    value = os.environ.get(IMAGE_PIXELS_ENV)
+    return _pixel_limit(IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)
+
+
+def _pixel_limit(env: str, default: int) -> int:
+    """A pixel limit from ``$env``: a whole number of at least 1, else one line, exit 2."""
+    value = os.environ.get(env)
     if not value:
-        return DEFAULT_MAX_IMAGE_PIXELS
+        return default
     if not value.isdigit() or int(value) < 1:
-        raise UsageError(f"${IMAGE_PIXELS_ENV} must be a whole number of pixels, not {value!r}")
+        raise UsageError(f"${env} must be a whole number of pixels, not {value!r}")
     return int(value)
 
 
