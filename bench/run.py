@@ -40,14 +40,15 @@ FRAMEQC = [sys.executable, "-c", "from frameqc.runtime.cli import entry; entry()
 #: (comparison, goal, held). ``--hold`` (CI) fails the run when a held target is missed;
 #: held ones compare the best of their repeats (a loaded machine slows single samples, not
 #: the best of several), the others the medians. Not held: those the smoke run's few
-#: frames cannot judge (the archive's Dask start-up, memory of a 12-frame batch) and those
-#: it does not measure (the demo, the upstream torch one-shot without its weights).
+#: frames cannot judge (memory of a 12-frame batch) and those it does not measure (the
+#: demo, the upstream torch one-shot without its weights). The archive is judged past its
+#: fixed costs, on the smoke run's frames cycled (:func:`archive_rate`).
 TARGETS = {
     "cold fp32 one-shot / its floor": ("<=", 1.2, True),
     "cold int8 one-shot / its floor": ("<=", 1.2, True),
     "resident one-shot / its floor (fastest engine)": ("<=", 1.2, True),
     "batch on pre-binned frames / the best engine's raw rate": (">=", 0.8, True),
-    "archive / batch rate (same cores)": (">=", 0.9, False),
+    "archive / batch rate (same cores)": (">=", 0.9, True),
     "cold int8 one-shot peak RSS / its floor's": ("<=", 1.5, False),
     "fp32 inference / sgemm rate": (">=", 0.70, False),
     "cold fp32 one-shot vs torch one-shot": (">=", 25.0, False),
@@ -387,8 +388,9 @@ def bench(args: argparse.Namespace) -> dict:
         print("(c') resident one-shots through docker exec, int8", file=sys.stderr)
         r["docker_int8"] = docker_oneshots(args.docker_image, files["int8"], frame, args.resident)
     if _has_dask():
-        print(f"(e) archive {best} over {len(frames)} frames on a LocalCluster", file=sys.stderr)
-        r["archive"] = archive_rate(files[best], work / "frames", len(frames)) | {"model": best}
+        print(f"(e) archive {best} against classify, on {len(frames)} frames cycled",
+              file=sys.stderr)
+        r["archive"] = archive_rate(files[best], frames, work) | {"model": best}
     print("(g) the floor: an interpreter and the one-shot's imports", file=sys.stderr)
     r["floor"] = {k: run_repeated(cmd, args.repeat) for k, cmd in FLOOR.items()}
     if not args.no_demo:
@@ -525,15 +527,44 @@ def docker_oneshots(image: str, model: Path, frame: Path, n: int) -> dict:
     return summary(walls) | {"docker_exec_python": summary(bare)}
 
 
-def archive_rate(model: Path, frames: Path, n: int) -> dict:
-    """``frameqc archive`` on the batch's frames: whole wall time, and without start-up."""
-    from frameqc.runtime.archive.cluster import archive
+def archive_rate(model: Path, frames: list[Path], work: Path, n: int = 64,
+                 repeat: int = 2) -> dict:
+    """``frameqc archive`` against ``frameqc classify`` on the same frames and cores.
 
-    with tempfile.TemporaryDirectory() as out:
-        s = archive(model, out, [str(frames)])
-    return {"frames": s.frames, "seconds": round(s.seconds, 2),
-            "startup_s": round(s.startup, 2), "frames_per_s": round(s.frames / s.seconds, 2),
-            "steady_frames_per_s": round(s.frames / (s.seconds - s.startup), 2)}
+    Each command's rate is its marginal rate: ``n`` frames over the extra time a list of
+    ``2n`` paths takes against a list of ``n`` (the frames cycled, best of ``repeat``), so
+    neither's fixed cost counts (an interpreter, imports, the session; the archive's
+    cluster, ~1-2 s): an archive of 10^6 frames runs at this rate. The whole runs are kept
+    too, and the peak RSS of the largest process (a worker, for the archive: a child's
+    children are counted by their largest). ``n`` is 4 tasks of the archive's default
+    size: 2 for each of 2 workers.
+    """
+    lists = {}
+    for size in (n, 2 * n):
+        lists[size] = work / f"archive-{size}.txt"
+        lists[size].write_text("".join(f"{frames[i % len(frames)]}\n" for i in range(size)))
+    walls: dict[str, dict[int, float]] = {"archive": {}, "batch": {}}
+    peaks = {"archive": 0.0, "batch": 0.0}
+    nosock = {"FRAMEQC_SOCKET": str(work / "no-server.sock")}
+
+    def timed_run(kind: str, size: int, cmd: list[str]) -> None:
+        wall, peak = child_stats(cmd, nosock)
+        walls[kind][size] = min(wall, walls[kind].get(size, wall))
+        peaks[kind] = max(peak, peaks[kind])
+
+    for _ in range(repeat):
+        for size, listed in lists.items():
+            with tempfile.TemporaryDirectory(dir=work) as out:
+                timed_run("archive", size, [*FRAMEQC, "archive", "--model", str(model),
+                                            "-o", out, f"@{listed}"])
+            timed_run("batch", size, [*FRAMEQC, "classify", "--model", str(model),
+                                      "--format", "csv", f"@{listed}"])
+    return {"frames": n, "distinct_frames": min(n, len(frames)), "repeat": repeat} | {
+        kind: {"seconds": round(w[2 * n], 2), "frames_per_s": round(2 * n / w[2 * n], 2),
+               "fixed_s": round(2 * w[n] - w[2 * n], 2),
+               "marginal_frames_per_s": round(n / max(1e-3, w[2 * n] - w[n]), 2),
+               "peak_rss_mb": round(peaks[kind], 1)}
+        for kind, w in walls.items()}
 
 
 def report(r: dict) -> str:
@@ -598,10 +629,13 @@ def report(r: dict) -> str:
                 f"{b['steady_frames_per_s']:.1f}/s once started")
     if "archive" in r:
         a = r["archive"]
-        row(f"archive {a['model']}, {a['frames']} full-size frames (2 workers)",
-            a["seconds"] / a["frames"], None,
-            f"{a['frames_per_s']:.1f} frames/s; {a['steady_frames_per_s']:.1f}/s after "
-            f"{a['startup_s']:.1f} s start-up")
+        for kind, what in (("archive", "archive on a LocalCluster"),
+                           ("batch", "classify, the same list")):
+            k = a[kind]
+            row(f"{what}: {a['model']}, {2 * a['frames']} full-size frames",
+                k["seconds"] / (2 * a["frames"]), k.get("peak_rss_mb"),
+                f"{k['frames_per_s']:.1f} frames/s whole run; {k['marginal_frames_per_s']:.1f}"
+                f"/s past its fixed {k['fixed_s']:.1f} s")
     for k, f in r["floor"].items():
         row(f"floor: {k}", f["median_s"], f["peak_rss_mb"], f"p95 {f['p95_s']:.3f}")
     w = max(len(x[0]) for x in rows)
@@ -659,8 +693,9 @@ def targets(r: dict, fp32_ort: dict | None) -> dict[str, tuple[float | None, flo
             resident_best["min_s"] / resident_best["floor"]["min_s"]),
         "batch on pre-binned frames / the best engine's raw rate": (binned, binned),
         "archive / batch rate (same cores)": (
-            r["archive"]["steady_frames_per_s"] / r[f"batch_{r['archive']['model']}"][
-                "steady_frames_per_s"], None) if "archive" in r else (None, None),
+            r["archive"]["archive"]["marginal_frames_per_s"]
+            / r["archive"]["batch"]["marginal_frames_per_s"], None)
+        if "archive" in r else (None, None),
         "cold int8 one-shot peak RSS / its floor's": (
             r["cold_int8"]["peak_rss_mb"] / r["floor_int8"]["peak_rss_mb"], None),
         "fp32 inference / sgemm rate": (

@@ -35,10 +35,14 @@ class ModelPlugin(WorkerPlugin):
         """Load the model with ``threads``, else the worker's own share (its ``--nthreads``):
         ``dask worker --nworkers 4 --nthreads 1`` gives each of the 4 sessions 1 thread,
         not every CPU of the node."""
+        import pyarrow.parquet  # noqa: F401  (imported here: start-up, not the first task)
+
         from frameqc.runtime.engine.pipeline import Classifier
         from frameqc.runtime.model.session import Model
 
-        self.classifier = Classifier(Model(self.model, self.threads or worker.state.nthreads))
+        model = Model(self.model, self.threads or worker.state.nthreads)
+        model.warm_up()
+        self.classifier = Classifier(model)
 
 
 def sync_and_rename(tmp: str, dest: str) -> None:

@@ -228,6 +228,14 @@ class Model:
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
+    def warm_up(self) -> None:
+        """Run one frame of zeros: an engine's first run allocates and tunes, slowly, so a
+        resident process (a server, an archive worker) pays it before its first frame."""
+        import numpy as np
+
+        size = self.card.input_size
+        self.predict(np.zeros((1, 3, size, size), np.float32))
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities, ``(n, n_labels)`` float32, for a ``(n, 3, S, S)`` batch.
 

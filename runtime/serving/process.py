@@ -15,8 +15,6 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from frameqc.runtime.engine.pipeline import Classifier
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.model.card import ModelCard
@@ -46,8 +44,7 @@ def load_served(path: str | os.PathLike, threads: int | None = None) -> ServedMo
     """
     identity = file_identity(path)
     model = Model(identity["path"] if identity else path, threads)
-    size = model.card.input_size
-    model.predict(np.zeros((1, 3, size, size), np.float32))  # warm up: the first run is slow
+    model.warm_up()
     return ServedModel(model, identity, Classifier(model))
 
 

@@ -28,7 +28,6 @@ import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -182,12 +181,10 @@ class Session:
         facts: dict[int, dict[str, str]] = {}
         if progress:
             progress(len(self.entries))
-        first = todo[:1]  # alone: the page's first frame waits for no batch
         with open(self.cache_dir / "results.jsonl", "a") as cache:
-            for i, result in zip(todo, chain(
-                    classifier.run(self._frames(first, views, facts), 1),
-                    classifier.run(self._frames(todo[1:], views, facts), batch_size)),
-                    strict=True):
+            # run() decides the first frame alone: the page's first frame waits for no batch
+            for i, result in zip(todo, classifier.run(self._frames(todo, views, facts),
+                                                      batch_size), strict=True):
                 rec = destinations.send(result, classifier.card).record
                 entry = Entry(rec, facts.pop(i, {}))
                 name = self.keys[i]
