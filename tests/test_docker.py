@@ -6,12 +6,15 @@ classifies from a cron-like shell with ``docker exec -i``. Skipped where there i
 Docker engine, except under CI, where that is a failure.
 """
 
+import contextlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,8 +38,8 @@ def docker(*args: str, check: bool = True, timeout: float = 600) -> subprocess.C
     return proc
 
 
-@pytest.fixture(scope="module")
-def image():
+def _engine_and_base() -> None:
+    """Skip where there is no Docker engine or base image; under CI, fail."""
     usable = shutil.which("docker") and subprocess.run(
         ["docker", "info"], capture_output=True, timeout=60).returncode == 0
     if not usable:
@@ -46,15 +49,34 @@ def image():
     if docker("image", "inspect", BASE, check=False).returncode != 0:
         message = f"base image {BASE} is not here: build one with .ci/base-image.sh"
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+
+
+@contextlib.contextmanager
+def _built(*build_args: str) -> Iterator[str]:
+    """The runtime image built with ``build_args``, removed afterwards with its stage."""
+    _engine_and_base()
     tag = f"frameqc-test:{uuid.uuid4().hex[:8]}"
     stage = f"{tag}-build"  # the build stage, named: untagged, it stayed behind (445 MB)
+    args = [a for b in ("BASE_IMAGE=" + BASE, *build_args) for a in ("--build-arg", b)]
     try:
         for target, name in ((["--target", "build"], stage), ([], tag)):
-            docker("build", "-q", "--build-arg", f"BASE_IMAGE={BASE}", *target, "-t", name,
-                   str(ROOT), timeout=1200)
+            docker("build", "-q", *args, *target, "-t", name, str(ROOT), timeout=1200)
         yield tag
     finally:
         docker("rmi", "-f", tag, stage, check=False)
+
+
+@pytest.fixture(scope="module")
+def image():
+    with _built() as tag:
+        yield tag
+
+
+@pytest.fixture(scope="module")
+def openvino_image(image):
+    """The image with the openvino extra (its layers up to the install shared with image's)."""
+    with _built("EXTRAS=openvino") as tag:
+        yield tag
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +155,31 @@ def test_image_size_over_base(image):
     base = int(docker("image", "inspect", "-f", "{{.Size}}", BASE).stdout)
     print(f"runtime image {size / 2**20:.0f} MiB, {(size - base) / 2**20:.0f} MiB over its base")
     assert size - base <= MAX_OVER_BASE
+
+
+def test_the_openvino_image_runs_the_model_on_openvino(openvino_image, image, mounts,
+                                                       exported, fits_dir):
+    """``--build-arg EXTRAS=openvino``: OpenVINO, its plugins pruned to the CPU's and its
+    ONNX reader, decides a frame within the card's bound of fp32; its size over the base
+    and over the image without it."""
+    from frameqc.runtime.model.peek import read_card
+
+    models, incoming = mounts
+    proc = docker("run", "--rm", "-v", f"{models}:/models:ro", "-v",
+                  f"{incoming}:/data/incoming:ro", openvino_image, "frameqc", "classify",
+                  "--engine", "openvino", "-f", "json", "/data/incoming/full_good.fits")
+    got = json.loads(proc.stdout)
+    assert got["engine"] == "openvino" and got["precision"] == "int8", got
+    _, out, _ = run_cli("classify", "--model", str(exported["fp32"]), "-f", "json",
+                        str(fits_dir / "full_good.fits"))
+    ref = json.loads(out)["probabilities"]
+    margin = read_card(exported["int8"]).margin
+    assert max(abs(got["probabilities"][k] - ref[k]) for k in ref) <= margin
+    sizes = [int(docker("image", "inspect", "-f", "{{.Size}}", i).stdout)
+             for i in (openvino_image, image, BASE)]
+    print(f"openvino image {sizes[0] / 2**20:.0f} MiB: {(sizes[0] - sizes[2]) / 2**20:.0f} "
+          f"MiB over its base, {(sizes[0] - sizes[1]) / 2**20:.0f} MiB over the plain image")
+    assert sizes[0] - sizes[2] <= MAX_OVER_BASE + 150 * 2**20
 
 
 def test_classify_without_the_server(image, mounts):
