@@ -65,28 +65,35 @@ def run(args: argparse.Namespace) -> int:
     state = Path(args.state) if args.state else default_state(directory, cache_dir())
     Senders.check(args)  # before the model is touched
     classifier = Classifier.load(path, args.threads, threshold=args.threshold)
-    senders = Senders.from_args(args, classifier.card.alerts, args.log or state,
-                                 state=state)
+    # the state's lock before the senders: a run refused for another's state must not
+    # send that run's InfluxDB spool beside it, nor say what it holds
+    watcher = Watcher(classifier, directory, state, destinations, args.settle,
+                      retry_after=0.0 if args.once else RETRY_AFTER)
     try:
-        destinations.start(classifier.labels)
-        destinations.senders += senders.items
-        watcher = Watcher(classifier, directory, state, destinations, args.settle,
-                          retry_after=0.0 if args.once else RETRY_AFTER)
+        senders = Senders.from_args(args, classifier.card.alerts, args.log or state,
+                                     state=state)
         try:
-            if args.once:
-                watcher.scan()
-                if watcher.unsettled:
-                    print(f"frameqc watch: {watcher.unsettled} frame"
-                          f"{'s' if watcher.unsettled > 1 else ''} not settled yet (changed "
-                          f"less than --settle {args.settle:g} s ago); left for the next run",
-                          file=sys.stderr)
-                ok = destinations.close() and not watcher.unwritten
-                return EXIT_OK if ok else EXIT_FRAME_FAILED
-            print(f"frameqc watch: {directory} with {path}; state in {state}",
-                  file=sys.stderr, flush=True)
-            watcher.run(args.interval)
-            return EXIT_OK
+            destinations.start(classifier.labels)
+            destinations.senders += senders.items
+            return _watch(args, watcher, destinations, directory, path, state)
         finally:
-            watcher.close()
+            senders.close()
     finally:
-        senders.close()
+        watcher.close()
+
+
+def _watch(args: argparse.Namespace, watcher, destinations, directory, path, state) -> int:
+    """Once (cron) or until stopped; the exit status."""
+    if args.once:
+        watcher.scan()
+        if watcher.unsettled:
+            print(f"frameqc watch: {watcher.unsettled} frame"
+                  f"{'s' if watcher.unsettled > 1 else ''} not settled yet (changed "
+                  f"less than --settle {args.settle:g} s ago); left for the next run",
+                  file=sys.stderr)
+        ok = destinations.close() and not watcher.unwritten
+        return EXIT_OK if ok else EXIT_FRAME_FAILED
+    print(f"frameqc watch: {directory} with {path}; state in {state}",
+          file=sys.stderr, flush=True)
+    watcher.run(args.interval)
+    return EXIT_OK
