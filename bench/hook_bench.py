@@ -5,8 +5,9 @@
 
 - ``call``: microseconds ``AlertHook.__call__`` takes on the thread that decides, per
   frame, for ``--alert-after 3`` on a night with a streak of 10 alerts every 100 frames,
-  with the streak in memory and in its file (written when it changes, up to N + 1: five
-  writes a streak); ``write_ms``: one write of the streak (an atomic, fsync'd replace);
+  with the streak in memory and in its file (written at each alert and at the first frame
+  after a streak: eleven writes a streak); ``write_ms``: one write of the streak (an atomic,
+  fsync'd replace);
 - ``run``: milliseconds per hook run of ``true``, from the queue to its exit reaped;
 - ``flood``: peak RSS of a real ``frameqc classify`` of one alert frame whose hook writes
   400 MB to stderr, against the same run with a quiet hook. The target: the flood adds

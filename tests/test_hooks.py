@@ -209,6 +209,27 @@ def test_a_streak_spans_cron_runs_of_watch(cards, tmp_path, recorder):
     assert [rec["path"] for rec, _ in calls()][1:] == [str(incoming / "f06.fits")]
 
 
+@pytest.mark.parametrize("after", [None, 2])
+def test_a_frame_taken_again_after_a_failed_log_alerts_once(cards, tmp_path, recorder, after):
+    """watch takes a frame again when its decision could not be written everywhere (a
+    full disk under --log): its alert runs the hook once and counts once in the streak."""
+    cmd, calls = recorder
+    incoming, state, log = tmp_path / "in", tmp_path / "watch.state", tmp_path / "watch.log"
+    argv = ["watch", "--once", "--model", cards["alert"], "--state", str(state),
+            "--on-alert", cmd, *(["--alert-after", str(after)] if after else []), str(incoming)]
+    _frame(incoming, "f01.fits", seed=1)
+    res = frameqc(*argv, "--log", "/dev/full")  # opens, then every write fails
+    assert res.returncode == 1 and "taken again by a later scan" in res.stderr, res.stderr
+    res = frameqc(*argv, "--log", str(log))  # the same frame, written this time
+    assert res.returncode == 0 and len(res.stdout.splitlines()) == 1, res.stderr
+    assert len(calls()) == (0 if after else 1)
+    _frame(incoming, "f02.fits", seed=2)  # the streak's second alert, not its third
+    res = frameqc(*argv, "--log", str(log))
+    assert res.returncode == 0, res.stderr
+    assert [rec["path"] for rec, _ in calls()] == [str(incoming / "f01.fits")] * (not after) \
+        + [str(incoming / "f02.fits")]
+
+
 def test_a_restarted_watch_goes_on_with_its_streak(cards, tmp_path, recorder):
     cmd, calls = recorder
     incoming, state, log = tmp_path / "in", tmp_path / "watch.state", tmp_path / "watch.log"
@@ -243,7 +264,8 @@ def test_serve_keeps_its_streak_beside_its_log(cards, tmp_path, recorder):
             assert code == 0, err
             assert server.stop() == 0  # waits for the hook it started
     assert [rec["path"] for rec, _ in calls()] == [str(frames[1])]
-    assert json.loads(Path(f"{log}.alert-streak").read_text()) == {"streak": 2}
+    assert json.loads(Path(f"{log}.alert-streak").read_text()) == {"streak": 2,
+                                                                   "last": str(frames[1])}
 
 
 # -- 14: a reload brings the new card's alert labels ------------------------------------------

@@ -171,7 +171,7 @@ class AlertHook:
         label = rec.get("label")
         alert = None if "error" in rec else isinstance(label, str) and label in self.alerts
         with self._lock:  # the server calls this from several handler threads
-            fire = self.streak(alert)
+            fire = self.streak(alert, rec.get("path"))
             count = self.streak.count
             self.fired += fire
             self._say_streak()

@@ -25,40 +25,47 @@ def streak_beside(path: str | os.PathLike | None) -> Path | None:
 class Streak:
     """The ``--alert-after N`` rule: True once per run of N consecutive alerts.
 
-    Without N, True for every alert. ``count`` is the length of the current run. With a
-    ``path``, the count is read from it at start and written to it (atomically) when it
-    changes, up to N + 1, so a streak spans cron runs and restarts; a missing or
-    unreadable file is a streak of 0.
+    Without N, True for every alert. ``count`` is the length of the current run. An alert
+    for the frame that was the last alert (``watch`` takes a frame again when its decision
+    could not be written everywhere, a full disk under ``--log``) neither counts nor fires
+    again. With a ``path``, the count and that frame are read from it at start and written
+    to it (atomically) when they change (the count up to N + 1), so a streak spans cron
+    runs and restarts; a missing or unreadable file is a streak of 0.
     """
 
     def __init__(self, after: int | None = None, path: Path | None = None) -> None:
         self.after, self.count, self.path = after, 0, path
+        self.last: str | None = None  # the frame of the last alert, while the streak lasts
         self.problem: str | None = None  # the last failure to read or write the file
-        if path is not None and after is not None:
+        if path is not None:
             try:
-                count = json.loads(path.read_text(encoding="utf-8"))["streak"]
+                kept = json.loads(path.read_text(encoding="utf-8"))
+                count, last = kept["streak"], kept.get("last")
                 if isinstance(count, int) and count >= 0:
                     self.count = count
+                    self.last = last if isinstance(last, str) else None
             except FileNotFoundError:
                 pass
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 self.problem = f"cannot read {path} ({getattr(exc, 'strerror', None) or exc})"
 
-    def __call__(self, alert: bool | None) -> bool:
-        """``alert`` is None for a frame with no decision (it changes nothing)."""
-        if alert is None:
+    def __call__(self, alert: bool | None, frame: str | None = None) -> bool:
+        """``alert`` is None for a frame with no decision (it changes nothing); ``frame``
+        names the frame (its record's path)."""
+        if alert is None or (alert and frame is not None and frame == self.last):
             return False
-        before, self.count = self.count, self.count + 1 if alert else 0
-        if self.after is not None and min(before, self.after + 1) != min(self.count,
-                                                                        self.after + 1):
-            self._keep()  # past N + 1 the rule sees no difference: no write (it costs an fsync)
+        before, last = self.count, self.last
+        self.count, self.last = (self.count + 1, frame) if alert else (0, None)
+        top = (self.after or 0) + 1  # past N + 1 the rule sees no difference
+        if min(before, top) != min(self.count, top) or last != self.last:
+            self._keep()
         return bool(alert) and (self.after is None or self.count == self.after)
 
     def _keep(self) -> None:
         if self.path is None:
             return
         try:
-            write_atomic(self.path, json.dumps({"streak": self.count}) + "\n")
+            write_atomic(self.path, json.dumps({"streak": self.count, "last": self.last}) + "\n")
             self.problem = None
         except OSError as exc:
             self.problem = f"cannot write {self.path} ({exc.strerror or exc})"
