@@ -539,6 +539,24 @@ def test_a_file_name_that_is_not_utf8_is_shown_escaped(night, shutter_model, tmp
     assert "filter: SDSS-R" in row and "no image" not in row  # the file was found and read
 
 
+def test_a_name_frameqc_logged_escaped_finds_its_frame(night, shutter_model, tmp_path):
+    """frameqc writes such a name ``x\\xfd.fits`` in its --log; night opens the real file."""
+    from frameqc.runtime.util.text import readable
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    path = str(frames / os.fsdecode(b"h_e_\xfd.fits"))
+    shutil.copy(next(p for p, k in night["kinds"].items() if k == "shutter"), path)
+    log = tmp_path / "watch.log"
+    log.write_text(record_line(readable(path), 0.95) + "\n")
+    assert "h_e_\\\\xfd.fits" in log.read_text()  # as JSON writes a backslash
+    code, _, err = run_cli("night", str(log), "-o", str(tmp_path / "web"), "--model",
+                           str(shutter_model))
+    assert code == 0 and err == "", err
+    row = next(r for r in flagged_rows((tmp_path / "web" / "index.html").read_text()))
+    assert "h_e_\\xfd.fits" in row and "filter: SDSS-R" in row and "no image" not in row
+
+
 @pytest.fixture
 def small_log(tmp_path) -> Path:
     log = tmp_path / "small.log"

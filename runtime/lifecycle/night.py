@@ -38,6 +38,7 @@ from frameqc.runtime.lifecycle.page import (
 from frameqc.runtime.lifecycle.seen import Thumbnails
 from frameqc.runtime.model.card import ModelCard
 from frameqc.runtime.output.record import YEARS, night_of
+from frameqc.runtime.util.text import on_disk
 
 #: The alert labels assumed when no model is given: every label but this one.
 NOT_ALERT = "OK"
@@ -278,11 +279,12 @@ def _link(path: str) -> Html:
 def _flagged_rows(s: Summary, thumbs: Thumbnails) -> list[list]:
     rows = []
     for r in s.flagged():
-        src, found = thumbs.get(r["path"])
+        path = on_disk(r["path"])  # a name --log wrote x\xff.fits: the file x<ff>.fits
+        src, found = thumbs.get(path)
         alert = r.get("label") in s.rule.alerts
         said = Html(f"<span class={'alert' if alert else 'doubt'}>{esc(r.get('label'))}</span>"
                     + (" <span class=doubt>doubtful</span>" if r.get("doubtful") else ""))
-        link = _link(r["path"])
+        link = _link(path)
         t, clock = placed(r)
         clock = " <span class=muted>(time logged)</span>" if clock == "logged" else ""
         rows.append([image(src, r["path"], not alert), Html(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -53,6 +54,21 @@ def readable(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return "".join(_escaped(c) for c in text)
+
+
+#: A byte that is not UTF-8 as :func:`readable` writes it (80-ff: never a character alone).
+_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def on_disk(name: str) -> str:
+    r"""The file a name read back from frameqc's output names: ``name`` where that exists,
+    else with each ``\xHH`` (a byte that is not UTF-8, as :func:`readable` wrote it) made
+    that byte again where that file exists; else ``name``. A name whose own text holds
+    ``\x80``-``\xff`` is taken as written first, so no file is mistaken for another."""
+    if "\\x" not in name or os.path.lexists(name):
+        return name
+    real = _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), name)
+    return real if os.path.lexists(real) else name  # lexists: False for a name with a NUL
 
 
 def _escaped(char: str) -> str:
