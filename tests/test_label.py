@@ -596,13 +596,13 @@ def test_no_file_outside_the_frames_can_be_fetched(servers, runtime_model, frame
 
 def test_labels_csv_is_what_evaluate_reads(runtime_model, frames, tmp_path):
     from frameqc.runtime.engine.pipeline import Classifier
-    from frameqc.runtime.web.labelling import EXCLUDED, Session
+    from frameqc.runtime.web.labelling import EXCLUDED, LabellingSession
 
     clf = Classifier.load(runtime_model["fp32"], threads=1)
-    card = clf.model.card
+    card = clf.card
     paths = sorted(str(p) for p in frames.iterdir())
     out = tmp_path / "labels.csv"
-    session = Session(paths, out, card.labels, card.alerts, clf.threshold, card.model_id,
+    session = LabellingSession(paths, out, card.labels, card.alerts, clf.threshold, card.model_id,
                       card.precision, "tester")
     session.classify(clf)
     session.set_labels([(0, "Shutter"), (1, "OK"), (2, "OK"), (3, EXCLUDED), (4, "Shutter")])
@@ -614,6 +614,34 @@ def test_labels_csv_is_what_evaluate_reads(runtime_model, frames, tmp_path):
     report = json.loads(stdout)
     assert report["n"] == 4 and report["failed"] == [], report
     assert report["counts"] == {"Shutter": 3, "OK": 1}
+
+
+def test_a_cache_torn_by_a_kill_keeps_every_whole_entry(runtime_model, frames, tmp_path):
+    """A run killed mid-line leaves a torn last line in the results cache: the next run
+    passes over it, cuts it off, and the one after finds every frame decided."""
+    from frameqc.runtime.engine.pipeline import Classifier
+    from frameqc.runtime.web.labelling import LabellingSession
+
+    clf = Classifier.load(runtime_model["int8"], threads=1)
+    card = clf.card
+    paths = sorted(str(p) for p in frames.iterdir())[:3]
+    out = tmp_path / "labels.csv"
+
+    def session() -> LabellingSession:
+        return LabellingSession(paths, out, card.labels, card.alerts, clf.threshold, card.model_id,
+                       card.precision, "tester")
+
+    first = session()
+    first.classify(clf)
+    cache = tmp_path / "labels.csv.cache" / "results.jsonl"
+    whole = cache.read_bytes().splitlines(keepends=True)
+    cache.write_bytes(b"".join(whole[:-1]) + whole[-1][:40])  # the last one torn
+    second = session()
+    assert len(second.entries) == 2 and not second.done
+    second.classify(clf)
+    assert [json.loads(line)["key"] for line in cache.read_bytes().splitlines()] == \
+        [json.loads(line)["key"] for line in whole]  # the torn line cut, not kept
+    assert session().done
 
 
 def test_uncertain_order_puts_doubtful_and_closest_first():

@@ -17,14 +17,14 @@ from helpers import run_cli
 def test_train_reads_what_label_writes(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     import frameqc.export.train as train
-    from frameqc.runtime.web.labelling import EXCLUDED, Session
+    from frameqc.runtime.web.labelling import EXCLUDED, LabellingSession
 
     paths = []
     for k, kind in enumerate(["good", "shutter", "good", "shutter", "wobble"]):
         paths.append(str(tmp_path / f"f{k}.fits"))
         write_fits(paths[-1], make_frame(kind, 256, k))
     out = tmp_path / "labels.csv"
-    session = Session(paths, out, ("Shutter", "OK"), ("Shutter",), 0.5, "0123456789ab",
+    session = LabellingSession(paths, out, ("Shutter", "OK"), ("Shutter",), 0.5, "0123456789ab",
                       "fp32", "tester")
     session.set_labels([(0, EXCLUDED)])  # labels need no decision to be excluded
     session.entries.update({i: _decided() for i in range(1, 5)})

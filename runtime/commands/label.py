@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UsageError(f"'frameqc label' needs the web extra: pip install 'frameqc[label]' "
                          f"({exc.name} is missing)") from None
-    from frameqc.runtime.web.labelling import Session
+    from frameqc.runtime.web.labelling import LabellingSession
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in 0..65535, not {args.port}")
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("no frames in the sources given")
     classifier = _in_background(Classifier.load, resolve_model_path(args.model), args.threads)
     card = classifier.card
-    session = Session(paths, Path(args.output), card.labels, card.alerts,
+    session = LabellingSession(paths, Path(args.output), card.labels, card.alerts,
                       classifier.threshold, card.model_id, card.precision,
                       args.user or os.environ.get("USER") or getpass.getuser())
     if args.host not in ("127.0.0.1", "localhost", "::1"):

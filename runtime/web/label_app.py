@@ -35,7 +35,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from frameqc.runtime.errors import UsageError
-from frameqc.runtime.web.labelling import ORDERS, Session
+from frameqc.runtime.web.labelling import ORDERS, LabellingSession
 from frameqc.runtime.web.labels import Conflict, NotSaved
 
 STATIC = ("label.js", "label.css")
@@ -102,7 +102,7 @@ class TokenGate:
         return "403 forbidden: open the URL with its ?token= that 'frameqc label' printed\n"
 
 
-def make_app(session: Session, token: str, order: str, cookie: str) -> Starlette:
+def make_app(session: LabellingSession, token: str, order: str, cookie: str) -> Starlette:
     """The application over one labelling session."""
     page = _static("label.html").replace("{{TOKEN}}", token).replace("{{ORDER}}", order)
     assets = {name: _static(name) for name in STATIC}

@@ -12,7 +12,7 @@ apart from the pages:
   go to a cache beside the output, keyed by the file's path, size and mtime and the
   model's id: a restart on the same ``-o`` is instant.
 - **Labels** are kept by a :class:`~frameqc.runtime.web.labels.LabelBook`: an append-only
-  journal and ``labels.csv``, both on disk before :meth:`Session.set_labels` returns,
+  journal and ``labels.csv``, both on disk before :meth:`LabellingSession.set_labels` returns,
   the operator's own rows kept, a change over a label its page never saw refused. On
   start the journal is replayed, so a restart resumes where it stopped.
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from frameqc.runtime.errors import FrameError, UsageError
-from frameqc.runtime.util.files import write_atomic
+from frameqc.runtime.util.files import append_whole, write_atomic
 from frameqc.runtime.web.labels import EXCLUDED, LabelBook, read_journal, readable
 
 ORDERS = ("uncertain", "alerts", "time", "random")
@@ -108,7 +108,7 @@ def distance(rec: dict[str, Any], labels: Sequence[str], alerts: Sequence[str],
     return d
 
 
-class Session:
+class LabellingSession:
     """Frames, their classification, and the labels a person gives them.
 
     Parameters
@@ -156,8 +156,7 @@ class Session:
 
     def _resume(self) -> None:
         """Labels from labels.csv and the journal; results from the cache."""
-        cached = self.cache_dir / "results.jsonl"
-        _heal(cached)
+        cached = self.cache_dir / "results.jsonl"  # a torn last line: passed over, cut
         self.book.resume()
         if cached.exists():
             wanted = {k: i for i, k in enumerate(self.keys)}
@@ -181,27 +180,27 @@ class Session:
         facts: dict[int, dict[str, str]] = {}
         if progress:
             progress(len(self.entries))
-        with open(self.cache_dir / "results.jsonl", "a") as cache:
-            # run() decides the first frame alone: the page's first frame waits for no batch
-            for i, result in zip(todo, classifier.run(self._frames(todo, views, facts),
-                                                      batch_size), strict=True):
-                rec = destinations.send(result, classifier.card).record
-                entry = Entry(rec, facts.pop(i, {}))
-                name = self.keys[i]
-                if result.prepared is not None:
-                    entry.net = self._save(f"{name}-net.png", encode(result.prepared.preview(),
-                                                                     "PNG"))
-                view = views.pop(i, None)
-                if view is not None:
-                    entry.view = self._save(f"{name}-view.jpg", encode(view, "JPEG"))
-                cache.write(json.dumps({"key": name, "record": rec, "facts": entry.facts,
-                                        "net": entry.net, "view": entry.view}) + "\n")
-                cache.flush()
-                with self.lock:
-                    self.entries[i] = entry
-                    self.version += 1
-                if progress:
-                    progress(len(self.entries))
+        cache = self.cache_dir / "results.jsonl"
+        # run() decides the first frame alone: the page's first frame waits for no batch
+        for i, result in zip(todo, classifier.run(self._frames(todo, views, facts),
+                                                  batch_size), strict=True):
+            rec = destinations.send(result, classifier.card).record
+            entry = Entry(rec, facts.pop(i, {}))
+            name = self.keys[i]
+            if result.prepared is not None:
+                entry.net = self._save(f"{name}-net.png", encode(result.prepared.preview(),
+                                                                 "PNG"))
+            view = views.pop(i, None)
+            if view is not None:
+                entry.view = self._save(f"{name}-view.jpg", encode(view, "JPEG"))
+            append_whole(cache, (json.dumps({"key": name, "record": rec, "facts": entry.facts,
+                                             "net": entry.net, "view": entry.view}) + "\n"
+                                 ).encode())  # a line whole or not at all (a full disk)
+            with self.lock:
+                self.entries[i] = entry
+                self.version += 1
+            if progress:
+                progress(len(self.entries))
         with self.lock:
             self.done = True
             self.version += 1
@@ -325,15 +324,3 @@ class Session:
     def summary(self) -> str:
         """What a stop says: the changes saved, the counts, what labels.csv holds."""
         return self.book.summary()
-
-
-def _heal(path: Path) -> None:
-    """End a file torn by a kill with a newline, so the next line appended stands alone."""
-    try:
-        with open(path, "rb+") as fh:
-            if fh.seek(0, os.SEEK_END) and (fh.seek(-1, os.SEEK_END), fh.read(1))[1] != b"\n":
-                fh.write(b"\n")
-    except FileNotFoundError:
-        pass
-
-
