@@ -305,7 +305,7 @@ def test_the_sender_survives_anything_one_record_holds(tmp_path, db):
            {**_good(2), "path": "/lone \ud800.fits"},
            {**_good(3), "path": "/nul\x00.fits", "date_obs": "2026-07-08T22:00:00\x00\x00"},
            {**_good(4), "probability": float("nan")},
-           {**_good(5), "date_obs": object()}]  # no encoding for this one: counted, said
+           {**_good(5), "probability": "high"}]  # no encoding for this one: counted, said
     for i, rec in enumerate(odd):
         assert sender(rec, {}) is not False
         sender(_good(10 + i), {})

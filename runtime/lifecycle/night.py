@@ -37,7 +37,7 @@ from frameqc.runtime.lifecycle.page import (
 )
 from frameqc.runtime.lifecycle.seen import Thumbnails
 from frameqc.runtime.model.card import ModelCard
-from frameqc.runtime.output.record import YEARS, night_of
+from frameqc.runtime.output.record import YEARS, night_of, observed
 from frameqc.runtime.util.text import on_disk
 
 #: The alert labels assumed when no model is given: every label but this one.
@@ -49,11 +49,9 @@ def placed(rec: dict) -> tuple[datetime | None, str]:
     names a night and a time, else (no DATE-OBS, an absurd one, a failed frame) the time
     it was logged; (None, "none") for a Parquet row without DATE-OBS."""
     date_obs = rec.get("date_obs")
-    if date_obs and "T" in date_obs and night_of(date_obs) is not None:
-        try:
-            return datetime.fromisoformat(date_obs.strip()[:19]), "DATE-OBS"
-        except ValueError:
-            pass
+    when = observed(date_obs)
+    if when is not None and night_of(date_obs) is not None:
+        return when, "DATE-OBS"
     try:
         logged = datetime.fromisoformat(rec["time"])
         logged = logged.astimezone(UTC).replace(tzinfo=None) if logged.tzinfo else logged

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.output import record
@@ -61,18 +61,12 @@ def timestamp_ns(date_obs: str | None, now_ns: int | None = None) -> int:
     store (before 1677 or after 2262, such as the "unset" 0001-01-01); the point's
     ``date_obs`` field keeps the header's text either way.
     """
-    if date_obs and "T" in date_obs:
-        try:
-            when = datetime.fromisoformat(date_obs.strip())
-        except ValueError:
-            when = None
-        if when is not None:
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
-            delta = when - datetime(1970, 1, 1, tzinfo=UTC)
-            ns = (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
-            if -STAMP_LIMIT < ns < STAMP_LIMIT:
-                return ns
+    when = record.observed(date_obs)
+    if when is not None:
+        delta = when - datetime(1970, 1, 1)
+        ns = (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+        if -STAMP_LIMIT < ns < STAMP_LIMIT:
+            return ns
     return time.time_ns() if now_ns is None else now_ns
 
 

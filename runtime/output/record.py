@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from frameqc.runtime.engine.pipeline import Result
     from frameqc.runtime.model.card import ModelCard
 
@@ -74,6 +76,32 @@ FIELDS: tuple[Field, ...] = (
 YEARS = range(1900, 2200)
 
 
+def observed(date_obs: object) -> datetime | None:
+    """A DATE-OBS's time of observation, UTC (naive), or None: not text, a bare date (no
+    time), unparsable, or a zone that takes it off the calendar.
+
+    The one reading of DATE-OBS (the night, the page's clock, InfluxDB's timestamp). FITS
+    writes UTC without a zone (``2025-07-08T22:15:00.123``); a zone, when given, is
+    honoured; what follows the seconds that ISO 8601 does not know (``... UT``) is passed
+    over. Any year: each caller judges its own range.
+    """
+    if not isinstance(date_obs, str) or "T" not in date_obs:
+        return None
+    from datetime import UTC, datetime  # here: a cold one-shot imports only what it uses
+
+    text = date_obs.strip()
+    for candidate in (text, text[:19]):
+        try:
+            when = datetime.fromisoformat(candidate)
+        except ValueError:
+            continue
+        try:
+            return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+        except OverflowError:  # 0001-01-01T00:30+01:00
+            return None
+    return None
+
+
 def night_of(date_obs: str | None) -> str | None:
     """The observing night a DATE-OBS belongs to: the UTC date 12 hours earlier.
 
@@ -83,14 +111,15 @@ def night_of(date_obs: str | None) -> str | None:
     """
     if not date_obs or not isinstance(date_obs, str):
         return None
-    from datetime import date, datetime, timedelta
+    from datetime import date, timedelta
 
-    text = date_obs.strip()
     try:
-        if "T" not in text:
-            night = date.fromisoformat(text[:10])
+        if "T" not in date_obs:
+            night = date.fromisoformat(date_obs.strip()[:10])
+        elif (when := observed(date_obs)) is None:
+            return None
         else:
-            night = (datetime.fromisoformat(text[:19]) - timedelta(hours=12)).date()
+            night = (when - timedelta(hours=12)).date()
     except (ValueError, OverflowError):  # year 1 minus 12 h is before the calendar
         return None
     return night.isoformat() if night.year in YEARS else None
