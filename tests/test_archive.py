@@ -150,7 +150,7 @@ def test_external_scheduler_and_workers(runtime_model, archive_dir, tmp_path):
 
         with Client(address) as client:  # each session: its worker's --nthreads, not 3
             threads = client.run(lambda dask_worker:
-                                 dask_worker.plugins[PLUGIN].classifier.model.threads)
+                                 dask_worker.plugins[PLUGIN].classifier.wait_model().threads)
         assert list(threads.values()) == [1, 1]
     finally:
         for p in reversed(procs):

@@ -75,7 +75,7 @@ def test_classify_flags_doubtful_what_the_gate_sets_apart(runtime_model, fits_di
     from frameqc.runtime.output.record import record
 
     clf = Classifier.load(runtime_model["fp32"], threads=1)
-    card = clf.model.card
+    card = clf.card
     recs = [record(r, card) for r in clf.run(sorted(map(str, fits_dir.iterdir())))]
     recs = [r for r in recs if "error" not in r]
     probs = np.array([[r["probabilities"][k] for k in card.labels] for r in recs])

@@ -151,7 +151,7 @@ def test_every_encoding_carries_a_new_field(extra_field, runtime_model, fits_dir
     from frameqc.runtime.output.record import arrow_schema, flat
 
     clf = Classifier.load(runtime_model["fp32"], threads=1)
-    card = clf.model.card
+    card = clf.card
     frame = sorted(fits_dir.iterdir())[0]
     results = list(clf.run([str(frame), str(tmp_path / "missing.fits")]))
     recs = [Destinations(None).send(r, card).record for r in results]
@@ -172,7 +172,7 @@ def test_every_encoding_carries_a_new_field(extra_field, runtime_model, fits_dir
     table = pa.Table.from_pylist([flat(r, card.labels) for r in recs],
                                  schema=arrow_schema(card.labels))
     assert table.column("probe").to_pylist() == [want, "probe:missing.fits"]
-    assert _server_reply(clf.model, str(frame))["probe"] == want
+    assert _server_reply(clf.wait_model(), str(frame))["probe"] == want
 
 
 def _server_reply(model, path: str) -> dict:

@@ -288,10 +288,9 @@ def test_state_naming_a_directory_is_one_line(runtime_model, tmp_path):
 class StubClassifier:
     """Stands in for the model: decides by file content, fails while told to."""
 
-    class model:
-        class card:
-            model_id = "stub"
-            precision = "fp32"
+    class card:
+        model_id = "stub"
+        precision = "fp32"
 
     def __init__(self) -> None:
         self.failing: set[str] = set()

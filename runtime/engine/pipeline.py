@@ -99,11 +99,6 @@ class Classifier:
             self._model = self._loading.result()
         return self._model
 
-    @property
-    def model(self) -> Model:
-        """The model (:meth:`wait_model`: waits while the session is being built)."""
-        return self.wait_model()
-
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int | None = None,
              binning: Binning | None = None, threshold: float | None = None,

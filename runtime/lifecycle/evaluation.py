@@ -134,9 +134,9 @@ def evaluate(classifier: Classifier, data: LabelledSet, keep_mistakes: int = 0,
     progress : callable, optional
         Called with (frames done, frames in all) after each frame.
     """
-    card = classifier.model.card
+    card = classifier.card
     data.check_labels(card.labels)
-    ev = Evaluation(name or str(classifier.model.path), card.model_id, card.precision,
+    ev = Evaluation(name or str(classifier.wait_model().path), card.model_id, card.precision,
                     card.labels, card.alerts, classifier.threshold, recipe=card.recipe,
                     input_size=card.input_size)
     results = classifier.run(data.paths)

@@ -227,7 +227,7 @@ class Watcher:
             if _key(path) != key:
                 continue  # written to while we read it: take it again when it settles
             try:
-                rec, written = self.destinations.send(result, self.classifier.model.card)
+                rec, written = self.destinations.send(result, self.classifier.card)
                 why = "an output failed"
             except OSError as exc:
                 rec, written, why = None, False, f"cannot write ({exc.strerror or exc})"
