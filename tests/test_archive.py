@@ -3,6 +3,7 @@ and an external scheduler with its workers started as a cluster user would."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -125,7 +126,13 @@ def test_resume_after_an_interrupted_run_adds_only_what_was_missing(runtime_mode
 
 
 def test_external_scheduler_and_workers(runtime_model, archive_dir, tmp_path):
+    """Workers started as docs/archive.md says, with its Dask configuration."""
     info = tmp_path / "scheduler.json"
+    docs = (Path(__file__).parent.parent / "docs" / "archive.md").read_text()
+    (tmp_path / "dask").mkdir()
+    (tmp_path / "dask" / "frameqc.yaml").write_text(
+        re.search(r"```yaml\n(.*?)```", docs, re.S).group(1))
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
     procs = [subprocess.Popen([*DASK, "scheduler", "--host", "127.0.0.1",
                                "--port", "0", "--no-dashboard", "--scheduler-file", str(info)],
                               stderr=subprocess.DEVNULL)]
@@ -137,7 +144,8 @@ def test_external_scheduler_and_workers(runtime_model, archive_dir, tmp_path):
         procs.append(subprocess.Popen([*DASK, "worker", address, "--nworkers", "2",
                                        "--nthreads", "1", "--no-dashboard"],
                                       stderr=subprocess.DEVNULL,
-                                      env=os.environ | {"FRAMEQC_THREADS": "3"}))
+                                      env=env | {"FRAMEQC_THREADS": "3",
+                                                 "DASK_CONFIG": str(tmp_path / "dask")}))
         out = tmp_path / "out"
         proc = frameqc("archive", "--model", str(runtime_model["int8"]), "-o", str(out),
                        "--scheduler", address, str(archive_dir / "20250708"),
@@ -151,7 +159,11 @@ def test_external_scheduler_and_workers(runtime_model, archive_dir, tmp_path):
         with Client(address) as client:  # each session: its worker's --nthreads, not 3
             threads = client.run(lambda dask_worker:
                                  dask_worker.plugins[PLUGIN].classifier.wait_model().threads)
+            tuned = client.run(lambda dask_worker: (
+                os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+                "profile" not in dask_worker.periodic_callbacks))
         assert list(threads.values()) == [1, 1]
+        assert list(tuned.values()) == [(None, True)] * 2  # the docs' configuration held
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGINT)
@@ -164,16 +176,15 @@ def test_external_scheduler_and_workers(runtime_model, archive_dir, tmp_path):
 
 def test_local_workers_keep_glibc_malloc_and_run_no_profiler(monkeypatch):
     """Dask's MALLOC_TRIM_THRESHOLD_ cost the archive 10 % of its rate, its profiler 2-3 %."""
-    import dask
     from distributed import Client
 
     from frameqc.runtime.archive.cluster import local_cluster
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # a cluster made before
     with local_cluster(1) as cluster, Client(cluster) as client:
-        seen = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"),
-                                   os.environ.get("OMP_NUM_THREADS"),
-                                   dask.config.get("distributed.worker.profile.enabled")))
+        seen = client.run(lambda dask_worker: (os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+                                               os.environ.get("OMP_NUM_THREADS"),
+                                               "profile" in dask_worker.periodic_callbacks))
     assert list(seen.values()) == [(None, "1", False)]
 
 
