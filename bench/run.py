@@ -223,11 +223,11 @@ class Server:
                                      stderr=subprocess.DEVNULL)
         env = {"FRAMEQC_SOCKET": str(sock)}
         self.sock = sock
-        for _ in range(600):
+        for _ in range(120):  # each look is a process: looking often loads the server's start
             if subprocess.run([*FRAMEQC, "status"], env={**os.environ, **env},
                               capture_output=True).returncode == 0:
                 return
-            time.sleep(0.1)
+            time.sleep(0.5)
         raise RuntimeError("server did not start")
 
     def engine(self) -> str:

@@ -202,6 +202,24 @@ def test_a_faster_engine_on_record_is_the_one_run(runtime_model, auto):
     assert Model(runtime_model["fp32"], threads=1).engine == "onnxruntime"
 
 
+def test_timings_taken_apart_are_measured_again_together(runtime_model, auto, capfd):
+    """An engine timed alone (pinned, at another moment and load) is not compared with
+    another's: a load with the choice to make times both, one after the other, and a
+    pinned load afterwards keeps their verdict."""
+    from frameqc.runtime.model.engines import choice
+    from frameqc.runtime.model.session import Model
+
+    material = choice.key(os.path.realpath(runtime_model["fp32"]), 1, cpu_flags())
+    choice.remember(material, "openvino", choice.Timing(1e-4, True, together=False))
+    choice.remember(material, "onnxruntime", choice.Timing(9.0, True, together=False))
+    Model(runtime_model["fp32"], threads=1)
+    assert "measured the engines" in capfd.readouterr().err
+    kept = choice.remembered(material)
+    assert all(t.together and 1e-3 < t.seconds_per_frame < 9 for t in kept.values()), kept
+    Model(runtime_model["fp32"], threads=1, engine="openvino")
+    assert choice.remembered(material) == kept and capfd.readouterr().err == ""
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_threads_are_honoured_by_both_engines(runtime_model, threads):
     from frameqc.runtime.model.session import Model

@@ -186,16 +186,18 @@ class Model:
 
         material = choice.key(real, self.threads, cpu_flags())
         timings = choice.remembered(material)
-        measured = [n for n in names if n not in timings]
-        if measured:
+        measured = False
+        if choice.stale(names, timings):
             with choice.exclusive():
                 timings = choice.remembered(material)  # another process may have measured
-                measured = [n for n in names if n not in timings]
-                for name in measured:  # one at a time: two sessions are not held at once
-                    self._open_one(real, name)
-                    timings[name] = choice.measure(self._run, self.card.input_size)
-                    choice.remember(material, name, timings[name])
-        best = choice.choose(names, timings, real, said=bool(measured))
+                if choice.stale(names, timings):
+                    measured = True
+                    for name in names:  # one at a time: two sessions are not held at once
+                        self._open_one(real, name)
+                        timings[name] = choice.measure(self._run, self.card.input_size,
+                                                       together=len(names) > 1)
+                        choice.remember(material, name, timings[name])
+        best = choice.choose(names, timings, real, said=measured)
         if best != self.engine or self.session is None:
             self._open_one(real, best)
         self.whole_batches = (self.prepacked if best == "onnxruntime"

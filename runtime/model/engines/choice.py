@@ -4,9 +4,10 @@ validated, measured once per model file, CPU kind and thread count, then remembe
 Measured, not assumed: which engine is fastest depends on the CPU's matrix units and on
 the model (on an AMX machine OpenVINO's int8 is 1.6x onnxruntime's; on an AMD EPYC with
 VNNI but no AMX onnxruntime's int8 is the faster). The first process to load a model with
-more than one candidate times each on the same frames (a few seconds, once) and keeps the
-verdict in ``engines.json`` in the cache folder; later processes read it, so a frame gets
-its digits from the same engine in every process on this machine.
+more than one candidate times them all, one after the other on the same frames (a few
+seconds, once), and keeps the verdict in ``engines.json`` in the cache folder; later
+processes read it, so a frame gets its digits from the same engine in every process on
+this machine.
 
 The measurement also says whether an engine gives a frame the same digits in a batch as
 alone; only then does :meth:`Model.predict` run batches whole.
@@ -32,16 +33,28 @@ from frameqc.runtime.model.engines.cpuflags import cpu_flags, cpu_name, signatur
 from frameqc.runtime.util.paths import cache_dir
 
 STORE = "engines.json"
-#: Frames timed per engine, batched and one by one (after one warm-up frame).
+#: Frames timed per engine, batched and one by one (after one warm-up frame), REPEATS
+#: times: the fastest repeat counts (a busy moment slows single runs, not the best of
+#: several; a server measured while clients started beside it chose the slower engine).
 FRAMES = 4
+REPEATS = 3
 
 
 @dataclass(frozen=True)
 class Timing:
-    """One engine's measurement: seconds a frame, and whether batches keep each frame's digits."""
+    """One engine's measurement: seconds a frame, whether batches keep each frame's digits,
+    and whether it was measured together with the other candidates (only such timings
+    are compared: two taken at different moments may differ by the load between)."""
 
     seconds_per_frame: float
     whole_batches: bool
+    together: bool = True
+
+
+def stale(names: list[str], timings: dict[str, Timing]) -> bool:
+    """Whether ``names`` must be measured (all of them, together) before one is chosen."""
+    return any(n not in timings or (len(names) > 1 and not timings[n].together)
+               for n in names)
 
 
 def pick(card: ModelCard, engine: str, flags: frozenset[str] | None = None) -> list[str]:
@@ -84,7 +97,8 @@ def remembered(material: str) -> dict[str, Timing]:
     """The timings measured before for this key, by engine."""
     try:
         entry = json.loads((cache_dir() / STORE).read_text())[material]
-        return {name: Timing(float(t["seconds_per_frame"]), bool(t["whole_batches"]))
+        return {name: Timing(float(t["seconds_per_frame"]), bool(t["whole_batches"]),
+                             t.get("together") is True)
                 for name, t in entry["timings"].items() if name in ENGINES}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
@@ -104,7 +118,7 @@ def remember(material: str, engine: str, timing: Timing) -> None:
     entry = store.get(material) if isinstance(store.get(material), dict) else {}
     timings = entry.get("timings") if isinstance(entry.get("timings"), dict) else {}
     timings[engine] = {"seconds_per_frame": round(timing.seconds_per_frame, 5),
-                       "whole_batches": timing.whole_batches,
+                       "whole_batches": timing.whole_batches, "together": timing.together,
                        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     store[material] = {"timings": timings}
     try:
@@ -134,17 +148,24 @@ def exclusive() -> Iterator[None]:
         os.close(fd)
 
 
-def measure(run: Callable[[np.ndarray], np.ndarray], size: int) -> Timing:
-    """Time ``run`` on FRAMES frames, batched and one by one, and compare their digits."""
+def measure(run: Callable[[np.ndarray], np.ndarray], size: int, together: bool = True
+            ) -> Timing:
+    """Time ``run`` on FRAMES frames as frameqc will run them: batched where a batch gives
+    each frame the digits it gets alone, else one by one; the best of REPEATS."""
     x = np.random.default_rng(0).random((FRAMES, 3, size, size), np.float32)
     run(x[:1])
-    t0 = time.perf_counter()
-    whole = run(x)
-    t1 = time.perf_counter()
-    alone = np.concatenate([run(x[i:i + 1]) for i in range(FRAMES)])
-    t2 = time.perf_counter()
-    same = bool(np.array_equal(whole, alone))
-    return Timing(((t1 - t0) if same else (t2 - t1)) / FRAMES, same)
+    same = bool(np.array_equal(run(x), np.concatenate([run(x[i:i + 1])
+                                                       for i in range(FRAMES)])))
+    best = float("inf")
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        if same:
+            run(x)
+        else:
+            for i in range(FRAMES):
+                run(x[i:i + 1])
+        best = min(best, time.perf_counter() - t0)
+    return Timing(best / FRAMES, same, together)
 
 
 def choose(names: list[str], timings: dict[str, Timing], model: str, said: bool) -> str:
