@@ -194,8 +194,9 @@ class Model:
                     measured = True
                     for name in names:  # one at a time: two sessions are not held at once
                         self._open_one(real, name)
-                        timings[name] = choice.measure(self._run, self.card.input_size,
-                                                       together=len(names) > 1)
+                        timings[name] = choice.measure(
+                            self._run, self.card.input_size, together=len(names) > 1,
+                            batches=name != "onnxruntime" or self.prepacked)
                         choice.remember(material, name, timings[name])
         best = choice.choose(names, timings, real, said=measured)
         if best != self.engine or self.session is None:

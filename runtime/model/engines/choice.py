@@ -148,14 +148,16 @@ def exclusive() -> Iterator[None]:
         os.close(fd)
 
 
-def measure(run: Callable[[np.ndarray], np.ndarray], size: int, together: bool = True
-            ) -> Timing:
-    """Time ``run`` on FRAMES frames as frameqc will run them: batched where a batch gives
-    each frame the digits it gets alone, else one by one; the best of REPEATS."""
+def measure(run: Callable[[np.ndarray], np.ndarray], size: int, together: bool = True,
+            batches: bool = True) -> Timing:
+    """Time ``run`` on FRAMES frames as frameqc will run them: batched where ``batches``
+    may be run whole (an unpacked onnxruntime session's may not: :meth:`Model.predict`)
+    and a batch gives each frame the digits it gets alone, else one by one; the best of
+    REPEATS."""
     x = np.random.default_rng(0).random((FRAMES, 3, size, size), np.float32)
     run(x[:1])
-    same = bool(np.array_equal(run(x), np.concatenate([run(x[i:i + 1])
-                                                       for i in range(FRAMES)])))
+    same = batches and bool(np.array_equal(run(x), np.concatenate([run(x[i:i + 1])
+                                                                   for i in range(FRAMES)])))
     best = float("inf")
     for _ in range(REPEATS):
         t0 = time.perf_counter()
