@@ -96,3 +96,37 @@ def spread_head(net, tensors: list[np.ndarray]) -> None:
         shift = float(d.mean()) * k / 2
         head[3].bias[0] -= shift
         head[3].bias[1] += shift
+
+
+#: An alert hook that keeps each call's stdin and environment, in call order.
+_RECORDER = """#!/bin/sh
+n=$(ls "$1" | wc -l)
+mkdir "$1/$n"
+env -0 > "$1/$n/env"
+cat > "$1/$n/stdin"
+"""
+
+
+def hook_recorder(folder) -> tuple:
+    """An ``--on-alert`` command that keeps each call's stdin (the record) and FRAMEQC_*
+    variables (raw bytes) in ``folder``, and a reader of the calls so far:
+    ``[(record, {b"FRAMEQC_...": b"..."}), ...]``."""
+    import json
+    import shlex
+    from pathlib import Path
+
+    folder = Path(folder)
+    script, calls = folder / "record.sh", folder / "calls"
+    script.write_text(_RECORDER)
+    script.chmod(0o755)
+    calls.mkdir()
+
+    def read() -> list[tuple[dict, dict[bytes, bytes]]]:
+        out = []
+        for n in range(len(list(calls.iterdir()))):
+            env = dict(v.split(b"=", 1) for v in (calls / str(n) / "env").read_bytes()
+                       .split(b"\0") if v.startswith(b"FRAMEQC_"))
+            out.append((json.loads((calls / str(n) / "stdin").read_text()), env))
+        return out
+
+    return shlex.join([str(script), str(calls)]), read

@@ -26,7 +26,7 @@ import pytest
 
 from frameqc.runtime.util.text import readable
 
-from helpers import Lines, frameqc, run_cli, wait_for
+from helpers import Lines, frameqc, hook_recorder, run_cli, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DATE = "2026-07-08T22:10:00"
@@ -70,31 +70,10 @@ def _frame(folder: Path, name: str | bytes, seed: int = 1, date: str = DATE) -> 
     return path
 
 
-RECORDER = """#!/bin/sh
-n=$(ls "$1" | wc -l)
-mkdir "$1/$n"
-env -0 > "$1/$n/env"
-cat > "$1/$n/stdin"
-"""
-
-
 @pytest.fixture()
 def recorder(tmp_path):
     """A hook keeping each call's stdin and environment (raw bytes) in a folder."""
-    script, calls = tmp_path / "record.sh", tmp_path / "calls"
-    script.write_text(RECORDER)
-    script.chmod(0o755)
-    calls.mkdir()
-
-    def read() -> list[tuple[dict, dict[bytes, bytes]]]:
-        out = []
-        for n in range(len(list(calls.iterdir()))):
-            env = dict(v.split(b"=", 1) for v in (calls / str(n) / "env").read_bytes()
-                       .split(b"\0") if v.startswith(b"FRAMEQC_"))
-            out.append((json.loads((calls / str(n) / "stdin").read_text()), env))
-        return out
-
-    return shlex.join([str(script), str(calls)]), read
+    return hook_recorder(tmp_path)
 
 
 def _gone(pid: int) -> bool:

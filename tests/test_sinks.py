@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from influx import DB, Influx, free_port
 
-from helpers import Lines, run_cli, wait_for
+from helpers import Lines, hook_recorder, run_cli, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -516,30 +516,12 @@ def test_the_spool_is_where_help_says(model, tmp_path, monkeypatch):
 
 # -- alert hooks --------------------------------------------------------------------------------
 
-RECORDER = """#!/bin/sh
-n=$(ls "$1" | wc -l)
-cat > "$1/call-$n.json"
-env | grep '^FRAMEQC_' | sort > "$1/call-$n.env"
-"""
-
-
 @pytest.fixture()
 def recorder(tmp_path):
-    """A hook that keeps each call's stdin and FRAMEQC_* variables in a folder."""
-    script, calls = tmp_path / "record.sh", tmp_path / "calls"
-    script.write_text(RECORDER)
-    script.chmod(0o755)
-    calls.mkdir()
-
-    def read() -> list[tuple[dict, dict]]:
-        out = []
-        for n in range(len(list(calls.glob("*.json")))):
-            env = dict(ln.split("=", 1) for ln in
-                       (calls / f"call-{2 * n}.env").read_text().splitlines())
-            out.append((json.loads((calls / f"call-{2 * n}.json").read_text()), env))
-        return out
-
-    return f"{script} {calls}", read
+    """A hook that keeps each call's stdin and FRAMEQC_* variables, here as text."""
+    cmd, read = hook_recorder(tmp_path)
+    return cmd, lambda: [(rec, {os.fsdecode(k): os.fsdecode(v) for k, v in env.items()})
+                         for rec, env in read()]
 
 
 def test_a_hook_gets_each_alert_as_json_and_variables(model, tmp_path, recorder):
