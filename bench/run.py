@@ -528,11 +528,12 @@ def docker_oneshots(image: str, model: Path, frame: Path, n: int) -> dict:
 
 
 def archive_rate(model: Path, frames: list[Path], work: Path, n: int = 64,
-                 repeat: int = 2) -> dict:
+                 repeat: int = 3) -> dict:
     """``frameqc archive`` against ``frameqc classify`` on the same frames and cores.
 
     Each command's rate is its marginal rate: ``n`` frames over the extra time a list of
-    ``2n`` paths takes against a list of ``n`` (the frames cycled, best of ``repeat``), so
+    ``2n`` paths takes against a list of ``n`` (the frames cycled, best of ``repeat``; no
+    extra time at all, a measurement gone wrong, is a rate of 0, which fails), so
     neither's fixed cost counts (an interpreter, imports, the session; the archive's
     cluster, ~1-2 s): an archive of 10^6 frames runs at this rate. The whole runs are kept
     too, and the peak RSS of the largest process (a worker, for the archive: a child's
@@ -562,7 +563,8 @@ def archive_rate(model: Path, frames: list[Path], work: Path, n: int = 64,
     return {"frames": n, "distinct_frames": min(n, len(frames)), "repeat": repeat} | {
         kind: {"seconds": round(w[2 * n], 2), "frames_per_s": round(2 * n / w[2 * n], 2),
                "fixed_s": round(2 * w[n] - w[2 * n], 2),
-               "marginal_frames_per_s": round(n / max(1e-3, w[2 * n] - w[n]), 2),
+               "marginal_frames_per_s": round(n / (w[2 * n] - w[n]), 2)
+               if w[2 * n] > w[n] else 0.0,
                "peak_rss_mb": round(peaks[kind], 1)}
         for kind, w in walls.items()}
 

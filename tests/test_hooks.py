@@ -209,6 +209,30 @@ def test_a_frame_taken_again_after_a_failed_log_alerts_once(cards, tmp_path, rec
         + [str(incoming / "f02.fits")]
 
 
+def test_a_frame_written_again_under_its_name_alerts_again(cards, tmp_path, recorder):
+    """Another file under the same name (another size or time) is another frame."""
+    cmd, calls = recorder
+    incoming, state = tmp_path / "in", tmp_path / "watch.state"
+    for seed in (1, 2):
+        _frame(incoming, "latest.fits", seed=seed)
+        res = frameqc("watch", "--once", "--model", cards["alert"], "--state", str(state),
+                      "--on-alert", cmd, str(incoming))
+        assert res.returncode == 0 and len(res.stdout.splitlines()) == 1, res.stderr
+    assert [rec["path"] for rec, _ in calls()] == [str(incoming / "latest.fits")] * 2
+
+
+def test_classify_runs_the_hook_at_each_alert_and_keeps_no_streak(cards, tmp_path, recorder):
+    """Without --alert-after every alert runs the hook: classify run twice on one frame
+    (cron, a reused name) runs it twice, and writes no streak file beside its --log."""
+    cmd, calls = recorder
+    frame, log = _frame(tmp_path / "in", "latest.fits"), tmp_path / "classify.log"
+    for _ in range(2):
+        res = frameqc("classify", "--model", cards["alert"], "--log", str(log),
+                      "--on-alert", cmd, str(frame))
+        assert res.returncode == 0, res.stderr
+    assert len(calls()) == 2 and not Path(f"{log}.alert-streak").exists()
+
+
 def test_a_restarted_watch_goes_on_with_its_streak(cards, tmp_path, recorder):
     cmd, calls = recorder
     incoming, state, log = tmp_path / "in", tmp_path / "watch.state", tmp_path / "watch.log"
@@ -243,8 +267,9 @@ def test_serve_keeps_its_streak_beside_its_log(cards, tmp_path, recorder):
             assert code == 0, err
             assert server.stop() == 0  # waits for the hook it started
     assert [rec["path"] for rec, _ in calls()] == [str(frames[1])]
-    assert json.loads(Path(f"{log}.alert-streak").read_text()) == {"streak": 2,
-                                                                   "last": str(frames[1])}
+    kept = json.loads(Path(f"{log}.alert-streak").read_text())
+    st = frames[1].stat()
+    assert kept == {"streak": 2, "last": f"{frames[1]} {st.st_size} {st.st_mtime_ns}"}
 
 
 # -- 14: a reload brings the new card's alert labels ------------------------------------------

@@ -602,8 +602,8 @@ def test_labels_csv_is_what_evaluate_reads(runtime_model, frames, tmp_path):
     card = clf.card
     paths = sorted(str(p) for p in frames.iterdir())
     out = tmp_path / "labels.csv"
-    session = LabellingSession(paths, out, card.labels, card.alerts, clf.threshold, card.model_id,
-                      card.precision, "tester")
+    session = LabellingSession(paths, out, card.labels, card.alerts, clf.threshold,
+                               card.model_id, card.precision, "tester")
     session.classify(clf)
     session.set_labels([(0, "Shutter"), (1, "OK"), (2, "OK"), (3, EXCLUDED), (4, "Shutter")])
     session.set_labels([(2, "Shutter")])  # relabelled: its history stays in the journal
@@ -628,8 +628,8 @@ def test_a_cache_torn_by_a_kill_keeps_every_whole_entry(runtime_model, frames, t
     out = tmp_path / "labels.csv"
 
     def session() -> LabellingSession:
-        return LabellingSession(paths, out, card.labels, card.alerts, clf.threshold, card.model_id,
-                       card.precision, "tester")
+        return LabellingSession(paths, out, card.labels, card.alerts, clf.threshold,
+                                card.model_id, card.precision, "tester")
 
     first = session()
     first.classify(clf)

@@ -24,8 +24,8 @@ def test_train_reads_what_label_writes(tmp_path, monkeypatch):
         paths.append(str(tmp_path / f"f{k}.fits"))
         write_fits(paths[-1], make_frame(kind, 256, k))
     out = tmp_path / "labels.csv"
-    session = LabellingSession(paths, out, ("Shutter", "OK"), ("Shutter",), 0.5, "0123456789ab",
-                      "fp32", "tester")
+    session = LabellingSession(paths, out, ("Shutter", "OK"), ("Shutter",), 0.5,
+                               "0123456789ab", "fp32", "tester")
     session.set_labels([(0, EXCLUDED)])  # labels need no decision to be excluded
     session.entries.update({i: _decided() for i in range(1, 5)})
     session.set_labels([(1, "Shutter"), (2, "OK"), (3, "Shutter"), (4, "OK")])

@@ -36,25 +36,26 @@ def test_influxdb_takes_every_point_and_keeps_the_header_text(tmp_path):
         server.stop()
 
 
-@pytest.mark.parametrize(("date_obs", "night", "stamp_s"), [
-    ("2025-07-09T02:15:00.5", "2025-07-08", 1752027300.5),  # FITS: UTC, no zone
-    ("2025-07-09T04:15:00+02:00", "2025-07-08", 1752027300.0),  # a zone is honoured
-    ("2025-07-09T02:15:00 UT", "2025-07-08", 1752027300.0),  # a suffix ISO lacks: passed over
+@pytest.mark.parametrize(("date_obs", "night", "stamp_ms"), [
+    ("2025-07-09T02:15:00.5", "2025-07-08", 1752027300500),  # FITS: UTC, no zone
+    ("2025-07-09T04:15:00+02:00", "2025-07-08", 1752027300000),  # a zone is honoured
+    ("2025-07-09T02:15:00 UT", "2025-07-08", 1752027300000),  # a suffix ISO lacks: passed over
+    ("2025-07-09T03:15:00.25+01:00 UT", "2025-07-08", 1752027300250),  # ... keeping the zone
     ("2025-07-09", "2025-07-09", None),  # a date, no time: its own night, stamped now
     ("0001-01-01T00:30:00+01:00", None, None),  # off the calendar in UTC
     ("9999-12-31T23:59:59", None, None),
     ("yesterday", None, None)])
-def test_one_reading_of_date_obs_for_the_night_the_page_and_influxdb(date_obs, night, stamp_s):
-    from datetime import datetime
+def test_one_reading_of_date_obs_for_the_night_the_page_and_influxdb(date_obs, night, stamp_ms):
+    from datetime import datetime, timedelta
 
     from frameqc.runtime.lifecycle.night import placed
     from frameqc.runtime.output.record import night_of
 
     assert night_of(date_obs) == night
-    assert timestamp_ns(date_obs, now_ns=7) == (7 if stamp_s is None else stamp_s * 1e9)
+    assert timestamp_ns(date_obs, now_ns=7) == (7 if stamp_ms is None else stamp_ms * 10**6)
     when, clock = placed({"date_obs": date_obs, "time": "2025-07-10T00:00:00+00:00"})
-    if stamp_s is None:
+    if stamp_ms is None:
         assert clock == "logged"
     else:
-        assert clock == "DATE-OBS" and when == datetime(2025, 7, 9, 2, 15, when.second,
-                                                        when.microsecond)
+        assert clock == "DATE-OBS" and when == datetime(1970, 1, 1) + timedelta(
+            milliseconds=stamp_ms)

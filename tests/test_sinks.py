@@ -296,6 +296,26 @@ def test_a_name_that_is_not_utf8_reaches_influxdb(model, tmp_path, db):
         [shown, str(normal)])
 
 
+def test_a_watch_refused_for_its_state_sends_nothing(model, tmp_path, db):
+    """A cron run refused because another watch holds the state builds no sender: the
+    point the other run keeps in its spool is neither sent by it nor touched."""
+    from frameqc.runtime.serving.watch import lock_state
+
+    incoming, state = tmp_path / "in", tmp_path / "state"
+    _frames(incoming, DATES[:1])
+    spool = Path(f"{state}.influx-spool")  # the other run's, a point still to send
+    waiting = 'frameqc,model=m path="/a.fits",probability=0.5 1751000000000000000\n'
+    spool.write_text(waiting)
+    held = lock_state(state)
+    try:
+        code, out, err = run_cli("watch", "--once", "--model", model, "--state", str(state),
+                                 "--influx", db.write_url, str(incoming))
+    finally:
+        os.close(held)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert "another watch" in err and _count(db) == 0 and spool.read_text() == waiting
+
+
 def test_the_sender_survives_anything_one_record_holds(tmp_path, db):
     from frameqc.runtime.senders.influx import InfluxSender
 

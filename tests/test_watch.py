@@ -245,14 +245,11 @@ def test_one_watch_per_state(classifier, runtime_model, fits_dir, tmp_path):
     two_frames(fits_dir, incoming)
     argv = ("watch", "--model", str(runtime_model["int8"]), "--state", str(state), "--once",
             str(incoming))
-    spool = Path(f"{state}.influx-spool")  # the first run's: points it has still to send
-    spool.write_text("frameqc,model=m p=1 1751000000000000000\n")
     w, _out, _ = watcher(classifier, incoming, state)  # a slow run, still going
     try:
-        code, cron_out, err = run_cli(*argv, "--influx", "http://127.0.0.1:9/write?db=qc")
+        code, cron_out, err = run_cli(*argv)  # cron starts the next one
         assert code == 2 and cron_out == "" and len(err.splitlines()) == 1, err
         assert f"another watch (pid {os.getpid()}) is using it" in err
-        assert spool.read_text() == "frameqc,model=m p=1 1751000000000000000\n"
         assert w.scan() == 2
     finally:
         w.close()

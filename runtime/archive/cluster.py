@@ -46,13 +46,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from frameqc.runtime.data.sources import expand
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.model.card import ModelCard
 from frameqc.runtime.util.progress import Progress
 from frameqc.runtime.util.text import first_line
+
+if TYPE_CHECKING:
+    from distributed import LocalCluster
 
 #: Paths per task: two read-ahead batches of the classifier. Measured here (100 frames,
 #: 2 workers): 16 keeps both workers busy to the end (27.8 frames/s after start-up);
@@ -335,7 +338,7 @@ def _archive(model: str, card: ModelCard, out: Path, sources: list[str],
     return summary
 
 
-def local_cluster(workers: int):
+def local_cluster(workers: int) -> LocalCluster:
     """A cluster of ``workers`` processes here, one thread each (:data:`LOCAL_WORKERS`)."""
     import dask
     from distributed import LocalCluster

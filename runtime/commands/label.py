@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     classifier = _in_background(Classifier.load, resolve_model_path(args.model), args.threads)
     card = classifier.card
     session = LabellingSession(paths, Path(args.output), card.labels, card.alerts,
-                      classifier.threshold, card.model_id, card.precision,
-                      args.user or os.environ.get("USER") or getpass.getuser())
+                               classifier.threshold, card.model_id, card.precision,
+                               args.user or os.environ.get("USER") or getpass.getuser())
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"frameqc: warning: listening on {args.host}: anyone who can reach it and has "
               "the URL can label; prefer the default and ssh -L", file=sys.stderr)

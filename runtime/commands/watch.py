@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from frameqc.runtime.commands.common import (
     EXIT_FRAME_FAILED,
@@ -13,6 +14,12 @@ from frameqc.runtime.commands.common import (
     sender_args,
 )
 from frameqc.runtime.commands.options import non_negative_float, positive_float
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from frameqc.runtime.output.destinations import Destinations
+    from frameqc.runtime.serving.watch import Watcher
 
 HELP = "classify each new frame in a folder once, when it is complete"
 
@@ -82,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         watcher.close()
 
 
-def _watch(args: argparse.Namespace, watcher, destinations, directory, path, state) -> int:
+def _watch(args: argparse.Namespace, watcher: Watcher, destinations: Destinations,
+           directory: Path, path: Path, state: Path) -> int:
     """Once (cron) or until stopped; the exit status."""
     if args.once:
         watcher.scan()

@@ -178,7 +178,8 @@ class Classifier:
         """Classify frames, yielding results in order; a frame that fails has ``error`` set.
 
         Each item is a path, a file's bytes, a :class:`Frame`, or a ``(name, source)``
-        pair naming it in the results.
+        pair naming it in the results. Frames go through the network in batches of 1, 2,
+        4... up to ``batch_size`` (:func:`ramp`), each next one read while one is inferred.
         """
         it = (s if isinstance(s, tuple) else (_name(s), s) for s in sources)
         sizes = ramp(batch_size)
@@ -211,13 +212,14 @@ def ramp(batch_size: int) -> Iterator[int]:
     Nothing runs through the network while the first batch is read: one frame first puts
     the network to work after one frame's reading, not ``batch_size`` frames' (each
     archive task starts so: 16 frames a task lost 13% of its time waiting for its first
-    eight). Each next batch is read while the one before, half its size, is inferred:
-    a frame's inference costs vgg16 2-5x its reading and binning, so the reading keeps up.
+    eight). While the batches grow, each is read while the one before, half its size, is
+    inferred: a frame's inference costs vgg16 2-5x its reading and binning, so the reading
+    keeps up.
     """
     size = 1
     while True:
         yield min(size, batch_size)
-        size *= 2
+        size = min(2 * size, batch_size)
 
 
 def size_groups(ready: list[Result], pixels: int = BATCH_PIXELS) -> list[list[Result]]:

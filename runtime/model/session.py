@@ -196,7 +196,7 @@ class Model:
                         self._open_one(real, name)
                         timings[name] = choice.measure(
                             self._run, self.card.input_size, together=len(names) > 1,
-                            batches=name != "onnxruntime" or self.prepacked)
+                            whole=self.prepacked if name == "onnxruntime" else None)
                         choice.remember(material, name, timings[name])
         best = choice.choose(names, timings, real, said=measured)
         if best != self.engine or self.session is None:

@@ -90,7 +90,7 @@ def observed(date_obs: object) -> datetime | None:
     from datetime import UTC, datetime  # here: a cold one-shot imports only what it uses
 
     text = date_obs.strip()
-    for candidate in (text, text[:19]):
+    for candidate in (text, text.split()[0], text[:19]):  # whole; without a suffix; seconds
         try:
             when = datetime.fromisoformat(candidate)
         except ValueError:

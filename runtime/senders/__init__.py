@@ -64,7 +64,8 @@ class Senders:
 
         ``alerts`` are the card's alert labels (None: the served card's, told later);
         ``beside`` places the spool, and the ``--alert-after`` streak unless there is a
-        ``state`` (watch's) to keep it by.
+        ``state`` (watch's) to keep it by. ``watch`` keeps its streak file without
+        ``--alert-after`` too: it takes frames again, and the file says which alert ran.
         Everything that can be refused is refused here, before any frame.
         """
         err = err or sys.stderr
@@ -77,10 +78,11 @@ class Senders:
             from frameqc.runtime.senders.hooks import AlertHook
             from frameqc.runtime.senders.streak import streak_beside
 
+            after = getattr(args, "alert_after", None)
+            kept = streak_beside(state or beside) if after is not None or state else None
             try:
-                items.append(AlertHook(args.on_alert, alerts,
-                                       getattr(args, "alert_after", None), args.alert_timeout, err,
-                                       streak_beside(state or beside)))
+                items.append(AlertHook(args.on_alert, alerts, after, args.alert_timeout, err,
+                                       kept))
             except BaseException:
                 cls(items).close()
                 raise

@@ -46,7 +46,7 @@ from typing import TextIO
 from frameqc.runtime.errors import UsageError
 from frameqc.runtime.output import record
 from frameqc.runtime.output.formats import shown
-from frameqc.runtime.senders.streak import Streak
+from frameqc.runtime.senders.streak import Streak, frame_identity
 
 DEFAULT_TIMEOUT = 30.0  # seconds a hook may run
 QUEUE_MAX = 100  # hooks waiting to run
@@ -170,8 +170,9 @@ class AlertHook:
     def __call__(self, rec: dict, timings: dict[str, float]) -> None:
         label = rec.get("label")
         alert = None if "error" in rec else isinstance(label, str) and label in self.alerts
+        frame = frame_identity(rec.get("path")) if alert else None  # a stat, alerts only
         with self._lock:  # the server calls this from several handler threads
-            fire = self.streak(alert, rec.get("path"))
+            fire = self.streak(alert, frame)
             count = self.streak.count
             self.fired += fire
             self._say_streak()
@@ -301,7 +302,8 @@ class AlertHook:
         if problem != self._streak_said:
             self._streak_said = problem
             if problem:
-                self._say(f"--alert-after: {problem}; the streak is kept in memory")
+                option = "--alert-after" if self.streak.after is not None else "the streak"
+                self._say(f"{option}: {problem}; the streak is kept in memory")
 
     def _say(self, text: str) -> None:
         self.err.write(f"frameqc: --on-alert: {text}\n")

@@ -2,8 +2,8 @@
 
 Two ways of writing, and every file frameqc keeps goes through one of them:
 :func:`append_whole` for files that grow by lines (``--log``, the InfluxDB spool, the
-labelling journal), :func:`atomic_file` / :func:`write_atomic` for files replaced whole
-(pages, images, cache entries, CSVs).
+labelling journal and results cache), :func:`atomic_file` / :func:`write_atomic` for
+files replaced whole (pages, images, thumbnail entries, CSVs).
 
 Only ``os``, ``fcntl`` and ``contextlib``: the light path of a one-shot (its ``--log``)
 uses it.

@@ -156,7 +156,8 @@ class LabellingSession:
 
     def _resume(self) -> None:
         """Labels from labels.csv and the journal; results from the cache."""
-        cached = self.cache_dir / "results.jsonl"  # a torn last line: passed over, cut
+        cached = self.cache_dir / "results.jsonl"  # a torn last line: passed over here,
+        # cut off by the next append (append_whole)
         self.book.resume()
         if cached.exists():
             wanted = {k: i for i, k in enumerate(self.keys)}

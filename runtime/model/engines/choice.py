@@ -42,9 +42,10 @@ REPEATS = 3
 
 @dataclass(frozen=True)
 class Timing:
-    """One engine's measurement: seconds a frame, whether batches keep each frame's digits,
-    and whether it was measured together with the other candidates (only such timings
-    are compared: two taken at different moments may differ by the load between)."""
+    """One engine's measurement: seconds a frame, whether frameqc runs its batches whole
+    (where a batch keeps each frame's digits), and whether it was measured together with
+    the other candidates (only such timings are compared: two taken at different moments
+    may differ by the load between)."""
 
     seconds_per_frame: float
     whole_batches: bool
@@ -149,15 +150,15 @@ def exclusive() -> Iterator[None]:
 
 
 def measure(run: Callable[[np.ndarray], np.ndarray], size: int, together: bool = True,
-            batches: bool = True) -> Timing:
-    """Time ``run`` on FRAMES frames as frameqc will run them: batched where ``batches``
-    may be run whole (an unpacked onnxruntime session's may not: :meth:`Model.predict`)
-    and a batch gives each frame the digits it gets alone, else one by one; the best of
-    REPEATS."""
+            whole: bool | None = None) -> Timing:
+    """Time ``run`` on FRAMES frames as frameqc will run them, the best of REPEATS: in
+    whole batches or one by one as ``whole`` says (onnxruntime's rule is its own:
+    :meth:`Model.predict`), else (None) in whole batches where a batch gives each frame
+    the digits it gets alone."""
     x = np.random.default_rng(0).random((FRAMES, 3, size, size), np.float32)
     run(x[:1])
-    same = batches and bool(np.array_equal(run(x), np.concatenate([run(x[i:i + 1])
-                                                                   for i in range(FRAMES)])))
+    same = whole if whole is not None else bool(np.array_equal(
+        run(x), np.concatenate([run(x[i:i + 1]) for i in range(FRAMES)])))
     best = float("inf")
     for _ in range(REPEATS):
         t0 = time.perf_counter()
