@@ -37,7 +37,7 @@ from frameqc.runtime.lifecycle.page import (
 )
 from frameqc.runtime.lifecycle.seen import Thumbnails
 from frameqc.runtime.model.card import ModelCard
-from frameqc.runtime.output.record import YEARS, night_of, observed
+from frameqc.runtime.output.record import YEARS, night_at, night_of, observed
 from frameqc.runtime.util.text import on_disk
 
 #: The alert labels assumed when no model is given: every label but this one.
@@ -50,7 +50,7 @@ def placed(rec: dict) -> tuple[datetime | None, str]:
     it was logged; (None, "none") for a Parquet row without DATE-OBS."""
     date_obs = rec.get("date_obs")
     when = observed(date_obs)
-    if when is not None and night_of(date_obs) is not None:
+    if when is not None and night_at(when) is not None:  # one reading of DATE-OBS
         return when, "DATE-OBS"
     try:
         logged = datetime.fromisoformat(rec["time"])
@@ -67,12 +67,12 @@ def when(rec: dict) -> datetime | None:
 
 def night(rec: dict) -> str | None:
     """The observing night of a record: its ``night`` when that is a night, else the night
-    of the time it is placed at (see :func:`placed` and ``night_of``)."""
+    of the time it is placed at (see :func:`placed` and ``night_at``)."""
     said = rec.get("night")
     if said and night_of(said) == said:
         return said
     t = when(rec)
-    return None if t is None else night_of(t.isoformat())
+    return None if t is None else night_at(t)
 
 
 def axis_label(clocks: Iterable[str]) -> str:
@@ -132,7 +132,7 @@ def select(sources: Sequence[str | os.PathLike], on: str | None = None,
     ``last`` before ``now`` (UTC), ordered by time, read from ``sources`` as a stream."""
     now = now or datetime.now(UTC).replace(tzinfo=None)
     start = now - last if last is not None else None
-    tonight = night_of(now.isoformat())
+    tonight = night_at(now)
     skipped: dict[str, Skipped] = {}
     shown: dict[str, tuple[str | None, dict]] = {}  # path -> (night, record)
     frames: dict[int, tuple[str | None, str | None]] = {}

@@ -111,16 +111,26 @@ def night_of(date_obs: str | None) -> str | None:
     """
     if not date_obs or not isinstance(date_obs, str):
         return None
-    from datetime import date, timedelta
+    if "T" in date_obs:
+        when = observed(date_obs)
+        return None if when is None else night_at(when)
+    from datetime import date
 
     try:
-        if "T" not in date_obs:
-            night = date.fromisoformat(date_obs.strip()[:10])
-        elif (when := observed(date_obs)) is None:
-            return None
-        else:
-            night = (when - timedelta(hours=12)).date()
-    except (ValueError, OverflowError):  # year 1 minus 12 h is before the calendar
+        night = date.fromisoformat(date_obs.strip()[:10])
+    except ValueError:
+        return None
+    return night.isoformat() if night.year in YEARS else None
+
+
+def night_at(when: datetime) -> str | None:
+    """The observing night of a time of observation (:func:`observed`): the UTC date 12
+    hours earlier, or None outside :data:`YEARS`."""
+    from datetime import timedelta
+
+    try:
+        night = (when - timedelta(hours=12)).date()
+    except OverflowError:  # year 1 minus 12 h is before the calendar
         return None
     return night.isoformat() if night.year in YEARS else None
 
