@@ -18,6 +18,17 @@ from PIL import Image
 
 LABELS = ("Shutter", "OK")
 
+#: Python that makes torch unimportable, as it is in a venv without it: the start of a
+#: ``python -c`` script for the tests that run frameqc or pytest where torch is not.
+NO_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, NoTorch())
+"""
+
 
 class Lines:
     """A stream for ``err=``: what was written, as one text (``.text``)."""

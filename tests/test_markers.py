@@ -10,17 +10,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+from helpers import NO_TORCH
+
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 
 #: torch made unimportable, as it is in the torch-free stage's venv; then pytest ARGV.
-WITHOUT_TORCH = """
-import sys
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision"):
-            raise ModuleNotFoundError(f"No module named {name!r}")
-sys.meta_path.insert(0, NoTorch())
+WITHOUT_TORCH = NO_TORCH + """
 import pytest
 sys.exit(pytest.main(sys.argv[1:]))
 """

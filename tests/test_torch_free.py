@@ -11,17 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import NO_TORCH
+
 RUNTIME = Path(__file__).parent.parent / "runtime"
 
 #: Runs ``frameqc ARGV`` with torch made unimportable; exit 99 if torch, or export/ for
 #: any command but export, got in.
-GUARD = """
-import sys
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision"):
-            raise ImportError(f"{name} is not installed here (torch-free test)")
-sys.meta_path.insert(0, NoTorch())
+GUARD = NO_TORCH + """
 from frameqc.runtime.cli import main
 code = main(sys.argv[1:])
 plugin = sys.argv[1:2] in (["export"], ["train"])
