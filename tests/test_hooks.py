@@ -221,6 +221,23 @@ def test_a_frame_written_again_under_its_name_alerts_again(cards, tmp_path, reco
     assert [rec["path"] for rec, _ in calls()] == [str(incoming / "latest.fits")] * 2
 
 
+def test_a_streak_file_that_cannot_be_kept_is_said_and_the_hook_runs(cards, tmp_path,
+                                                                     recorder):
+    """watch without --alert-after keeps its last alert beside its state: where it cannot,
+    it says what that costs, in words that need no --alert-after, and alerts all the same."""
+    cmd, calls = recorder
+    incoming, state = tmp_path / "in", tmp_path / "watch.state"
+    Path(f"{state}.alert-streak").mkdir(parents=True)  # no file can be written there
+    _frame(incoming, "f01.fits")
+    res = frameqc("watch", "--once", "--model", cards["alert"], "--state", str(state),
+                  "--on-alert", cmd, str(incoming))
+    assert res.returncode == 0 and len(calls()) == 1, res.stderr
+    said = [ln for ln in res.stderr.splitlines() if "alert-streak" in ln]
+    assert said and all(ln.startswith("frameqc: --on-alert: cannot ") and ln.endswith(
+        "the last alert is remembered in this run only (a frame taken again by a later run "
+        "may alert twice)") for ln in said), res.stderr
+
+
 def test_classify_runs_the_hook_at_each_alert_and_keeps_no_streak(cards, tmp_path, recorder):
     """Without --alert-after every alert runs the hook: classify run twice on one frame
     (cron, a reused name) runs it twice, and writes no streak file beside its --log."""

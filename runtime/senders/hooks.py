@@ -302,8 +302,10 @@ class AlertHook:
         if problem != self._streak_said:
             self._streak_said = problem
             if problem:
-                option = "--alert-after" if self.streak.after is not None else "the streak"
-                self._say(f"{option}: {problem}; the streak is kept in memory")
+                self._say(f"--alert-after: {problem}; the streak is kept in memory"
+                          if self.streak.after is not None else
+                          f"{problem}; the last alert is remembered in this run only (a frame "
+                          "taken again by a later run may alert twice)")
 
     def _say(self, text: str) -> None:
         self.err.write(f"frameqc: --on-alert: {text}\n")
