@@ -691,3 +691,26 @@ def test_select_counts_a_frame_by_its_last_record_and_skips_future_nights(tmp_pa
     rule = Rule.of(None, chosen.labels)
     assert trend(chosen.frames, rule, chosen.tonight) == [(NIGHT, 3, 3), ("2025-07-09", 1, 0)]
     assert chosen.ahead() == 1
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_a_night_of_one_moment_is_drawn_over_a_minute(frames):
+    """One frame (or frames seconds apart): the time axis is a minute around them, not
+    the years matplotlib gives a single date."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import dates as mdates
+    from matplotlib.figure import Figure
+
+    from frameqc.runtime.lifecycle.night import Rule, Summary
+    from frameqc.runtime.lifecycle.night_plot import _timeline
+
+    recs = [json.loads(record_line(f"/data/f{i}.fits", date_obs=f"2025-07-08T22:00:0{i}"))
+            for i in range(frames)]
+    ax = Figure().add_subplot()
+    _timeline(ax, Summary.of(NIGHT, recs, Rule(("Shutter",), 0.5)))
+    lo, hi = ax.get_xlim()
+    assert abs((hi - lo) - 1 / 1440) < 1e-9
+    assert mdates.num2date(lo).replace(tzinfo=None) < datetime(2025, 7, 8, 22, 0, 0)
+    assert mdates.num2date(hi).replace(tzinfo=None) > datetime(2025, 7, 8, 22, 0, frames - 1)

@@ -104,9 +104,10 @@ def _timeline(ax, s: Summary) -> None:
     ax.set_ylim(-0.12, 1.04)
     ax.set_ylabel(f"p({', '.join(s.rule.alerts) or 'alert'})", fontsize=11)
     ax.set_xlabel(axis_label(placed(r)[1] for r in decided), fontsize=11)
-    lo, hi = ax.get_xlim()
-    if (decided or failed) and hi - lo < 1 / 1440:  # seconds apart: a minute at least
-        ax.set_xlim((lo + hi) / 2 - 1 / 2880, (lo + hi) / 2 + 1 / 2880)
+    times = [mdates.date2num(t) for t in [*(when(r) for r in decided), *failed]]
+    if times and max(times) - min(times) < 1 / 1440:  # one frame, or seconds apart: a
+        mid = (max(times) + min(times)) / 2  # minute (matplotlib alone spans years)
+        ax.set_xlim(mid - 1 / 2880, mid + 1 / 2880)
     locator = mdates.AutoDateLocator(maxticks=12)  # seconds apart: the seconds are shown
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(
